@@ -1,0 +1,74 @@
+"""Browser API (`/api/v1`): subscriptions, topics, the VAPID key, prompt events."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from .errors import NotFound, RateLimited
+from .http import client_id, parse_body
+from .state import current_state
+from .validation import ChangeRequest, PromptEvent, SubscribeRequest, UnsubscribeRequest
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _rate_limit() -> None:
+    state = current_state()
+    wait = state.store.hit_rate_limit(client_id(), state.settings.rate_limit_per_minute)
+    if wait:
+        raise RateLimited("too many requests; try again later", retry_after=wait)
+
+
+def _validation_context() -> dict:
+    state = current_state()
+    return {"push_hosts": state.push_hosts, "topics": state.store.topic_ids}
+
+
+@bp.get("/vapid-public-key")
+def vapid_public_key() -> Response:
+    """The applicationServerKey browsers subscribe with."""
+    return jsonify({"publicKey": current_state().vapid_key.public_key_b64})
+
+
+@bp.get("/topics")
+def topics() -> Response:
+    """The topics a reader can follow."""
+    return jsonify({"topics": [t.as_json() for t in current_state().store.topics]})
+
+
+@bp.post("/subscriptions")
+def subscribe() -> tuple[Response, int]:
+    """Create or update (same endpoint) a subscription."""
+    _rate_limit()
+    body = parse_body(SubscribeRequest, **_validation_context())
+    id_, created = current_state().store.subscriptions.upsert(body.to_subscription())
+    return jsonify({"id": str(id_)}), 201 if created else 200
+
+
+@bp.delete("/subscriptions")
+def unsubscribe() -> tuple[str, int]:
+    """Remove a subscription; unknown endpoints are fine (idempotent)."""
+    _rate_limit()
+    body = parse_body(UnsubscribeRequest)
+    current_state().store.subscriptions.delete(body.endpoint)
+    return "", 204
+
+
+@bp.post("/subscriptions/change")
+def change_subscription() -> tuple[Response, int]:
+    """Carry a rotated subscription's topics and settings over to its new endpoint."""
+    _rate_limit()
+    body = parse_body(ChangeRequest, **_validation_context())
+    id_ = current_state().store.subscriptions.change(body.oldEndpoint, body.to_subscription())
+    if id_ is None:
+        raise NotFound("no subscription with that oldEndpoint", field="oldEndpoint")
+    return jsonify({"id": str(id_)}), 200
+
+
+@bp.post("/prompt-events")
+def prompt_event() -> tuple[str, int]:
+    """Count a step of the soft-prompt funnel."""
+    _rate_limit()
+    body = parse_body(PromptEvent)
+    current_state().store.count_prompt_event(body.type)
+    return "", 204

@@ -1,0 +1,199 @@
+"""The `storypush` command: run the service, manage the VAPID key, operate campaigns."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from .errors import SettingsError
+from .settings import DEV_VAPID_SUBJECT, Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _production_settings() -> Settings:
+    """Settings for `web`/`worker`: one line naming the variable if unusable."""
+    settings = _settings()
+    try:
+        settings.require_production()
+        from .vapid import require_key
+
+        require_key(settings)
+    except SettingsError as exc:
+        click.echo(f"storypush: {exc}", err=True)
+        sys.exit(2)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """storypush: web-push reminders for publishers.
+
+    Configuration comes from the environment (see README): REDIS_URL,
+    STORYPUSH_VAPID_SUBJECT, STORYPUSH_WEBHOOK_SECRET, STORYPUSH_ADMIN_TOKEN, ...
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", "web_workers", default=None, type=int, help="gunicorn worker processes (default 2 × CPUs).")
+def web(host: str, port: int, web_workers: int | None) -> None:
+    """Serve the Flask app with gunicorn (the Procfile's web process)."""
+    settings = _production_settings()
+    from .store import resolve_redis_urls
+    from .web_server import run_gunicorn
+
+    # Start (or join) the embedded Redis here, in gunicorn's master, so its
+    # workers share one server and a worker restart never restarts Redis.
+    resolve_redis_urls(settings)
+    run_gunicorn(settings, host, port, web_workers or 2 * (os.cpu_count() or 1))
+
+
+@main.command()
+@click.option("--processes", default=1, show_default=True, type=int, help="RQ worker processes to run.")
+@click.option("--burst", is_flag=True, help="Quit when the queues are empty (for scripts and tests).")
+def worker(processes: int, burst: bool) -> None:
+    """Run RQ worker(s) with the scheduler (the Procfile's worker process)."""
+    settings = _production_settings()
+    from workers.runner import run_workers
+
+    run_workers(settings, processes=processes, burst=burst)
+
+
+@main.group()
+def vapid() -> None:
+    """Create or show the deployment's VAPID key (one per deployment; keep it)."""
+
+
+@vapid.command("init")
+@click.option("--force", is_flag=True, help="Replace an existing key. Orphans every current subscriber!")
+def vapid_init(force: bool) -> None:
+    """Create the VAPID key in the data dir (once)."""
+    settings = _settings()
+    from .vapid import create_key
+
+    if settings.vapid_private_key:
+        raise click.ClickException("STORYPUSH_VAPID_PRIVATE_KEY is set; that key is used, nothing to create")
+    try:
+        key, path = create_key(settings, force=force)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{exc} exists; refusing to replace it without --force") from None
+    click.echo(f"created {path} (mode 0600)")
+    click.echo(f"public key: {key.public_key_b64}")
+
+
+@vapid.command("show")
+def vapid_show() -> None:
+    """Print the applicationServerKey (base64url) browsers subscribe with."""
+    settings = _settings()
+    from .vapid import load_key
+
+    try:
+        key = load_key(settings)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if key is None:
+        raise click.ClickException("no VAPID key yet: run `storypush vapid init`")
+    click.echo(key.public_key_b64)
+
+
+@contextmanager
+def _children(commands: list[list[str]], env: dict[str, str]) -> Iterator[list[subprocess.Popen]]:
+    """Run `commands` each in its own process group; stop all of them on exit."""
+    procs: list[subprocess.Popen] = []
+    try:
+        for command in commands:
+            procs.append(subprocess.Popen(command, env=env, start_new_session=True))
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", "worker_processes", default=1, show_default=True, type=int, help="RQ worker processes.")
+def dev(host: str, port: int, worker_processes: int) -> None:
+    """Everything on one machine: Redis (embedded unless REDIS_URL), web and workers. Ctrl-C stops all."""
+    env = dict(os.environ)
+    if not env.get("STORYPUSH_VAPID_SUBJECT"):
+        click.secho(f"warning: STORYPUSH_VAPID_SUBJECT unset; using {DEV_VAPID_SUBJECT}", fg="yellow", err=True)
+        env["STORYPUSH_VAPID_SUBJECT"] = DEV_VAPID_SUBJECT
+    env.setdefault("STORYPUSH_ADMIN_TOKEN", secrets.token_urlsafe(24))
+    env.setdefault("STORYPUSH_WEBHOOK_SECRET", "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
+    try:
+        settings = load_settings(env)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    from .store import resolve_redis_urls
+    from .vapid import load_or_create_key
+
+    embedded = None
+    if not settings.redis_url:
+        from .embedded_redis import ensure_embedded_redis
+
+        embedded = ensure_embedded_redis(settings.data_dir)
+    resolve_redis_urls(settings)
+    key = load_or_create_key(settings)
+    exe = [sys.executable, "-m", "service.cli"]
+    commands = [
+        [*exe, "web", "--host", host, "--port", str(port), "--workers", "2"],
+        [*exe, "worker", "--processes", str(worker_processes)],
+    ]
+    base = f"http://{host}:{port}"
+    stop = {"now": False}
+
+    def _stop(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        with _children(commands, env) as procs:
+            click.echo(
+                f"storypush dev: redis {'embedded in ' + str(settings.data_dir) if embedded else 'at REDIS_URL'}"
+            )
+            click.echo(f"  API          {base}/api/v1/topics")
+            click.echo(f"  demo page    {base}/demo")
+            click.echo(f"  dashboard    {base}/admin")
+            click.echo(f"  admin token  {env['STORYPUSH_ADMIN_TOKEN']}")
+            click.echo(f"  webhook      POST {base}/webhooks/cms  (secret {env['STORYPUSH_WEBHOOK_SECRET']})")
+            click.echo(f"  VAPID key    {key.public_key_b64}")
+            click.echo("Ctrl-C stops everything.")
+            while not stop["now"]:
+                if any(proc.poll() is not None for proc in procs):
+                    click.secho("a child process exited; stopping", fg="red", err=True)
+                    break
+                time.sleep(0.2)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    click.echo("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The HTTP edge's shared pieces: body parsing, client identity, the error handler.
+
+Only here do domain errors become `{"error": {"code", "message", "field"}}`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from flask import Flask, Response, jsonify, request
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .errors import ApiError, BadJson, InvalidField, PayloadTooLarge, RateLimited
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+    response = jsonify({"error": {"code": code, "message": message, "field": field}})
+    response.status_code = status
+    return response
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or None  # type: ignore[return-value]
+
+
+def read_json() -> object:
+    """The request body as JSON, or a 400/413 `ApiError`."""
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge("request body is too large") from None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadJson("request body must be JSON") from None
+
+
+def parse_body(model: type[Model], **context: object) -> Model:
+    """Validate the JSON body against `model`; a refusal names the first bad field."""
+    data = read_json()
+    if not isinstance(data, dict):
+        raise InvalidField("request body must be a JSON object")
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = _field_path(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise InvalidField(f"{field}: {message}" if field else message, field=field) from None
+
+
+def client_id() -> str:
+    """Who a write counts against for rate limiting (ProxyFix decides remote_addr)."""
+    return request.remote_addr or "unknown"
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        response = error_response(exc.status, exc.code, exc.message, exc.field)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = error_response(exc.code or 500, code, exc.description or exc.name)
+        for name, value in exc.get_headers():
+            if name.lower() == "allow":
+                response.headers[name] = value
+        return response

@@ -1,0 +1,171 @@
+"""One typed settings object, read once from the environment.
+
+Every process (web, worker, CLI) builds its configuration here, so a bad value
+fails at start-up with a message naming the variable, never mid-send.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import SettingsError
+from .topics import Topic, parse_topics
+
+DEV_VAPID_SUBJECT = "mailto:dev@example.com"
+
+# The real push services browsers hand out endpoints for. An endpoint host must
+# equal one of these or be a subdomain of one (parsed host, not a URL pattern).
+BUILTIN_PUSH_HOSTS: tuple[str, ...] = (
+    "fcm.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "push.apple.com",
+    "notify.windows.com",
+)
+
+# Domains that can never receive mail or be a contact: Apple answers 403 to them.
+_NOT_REAL_DOMAINS = ("localhost", "local", "localdomain", "invalid", "test", "example.invalid")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _csv(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def check_vapid_subject(subject: str) -> str | None:
+    """Return why `subject` is unusable as a VAPID `sub` claim, or None if it is fine.
+
+    Push services (Apple's in particular) refuse a contact without a real domain.
+    """
+    if subject.startswith("mailto:"):
+        _, _, domain = subject[len("mailto:") :].rpartition("@")
+        domain = domain.strip().lower().rstrip(".")
+    elif subject.startswith("https://"):
+        domain = (urlsplit(subject).hostname or "").lower()
+    else:
+        return "must start with mailto: or https://"
+    if not domain or "." not in domain:
+        return f"has no real domain ({domain or 'empty'})"
+    if domain in _NOT_REAL_DOMAINS or domain.rsplit(".", 1)[-1] in _NOT_REAL_DOMAINS:
+        return f"has no real domain ({domain})"
+    try:
+        ipaddress.ip_address(domain)
+    except ValueError:
+        return None
+    return f"has an IP address, not a domain ({domain})"
+
+
+def _check_push_host(entry: str) -> str:
+    host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+    if port and not port.isdigit():
+        raise SettingsError("STORYPUSH_PUSH_HOSTS", f"bad port in {entry!r}")
+    if not (host or entry):
+        raise SettingsError("STORYPUSH_PUSH_HOSTS", "empty host")
+    return entry.lower()
+
+
+def _check_webhook_secret(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    body = raw.removeprefix("whsec_")
+    try:
+        decoded = base64.b64decode(body + "==", validate=False)
+    except ValueError:
+        raise SettingsError("STORYPUSH_WEBHOOK_SECRET", "is not whsec_<base64>") from None
+    if len(decoded) < 16:
+        raise SettingsError("STORYPUSH_WEBHOOK_SECRET", "must decode to at least 16 bytes")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, checked when built (like rq's `Retry`)."""
+
+    redis_url: str | None = None
+    store_url: str | None = None
+    data_dir: Path = Path("var")
+    vapid_private_key: str | None = None
+    vapid_subject: str | None = None
+    webhook_secret: str | None = None
+    admin_token: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    push_hosts: tuple[str, ...] = ()
+    # Writes per client per minute on the browser API.
+    rate_limit_per_minute: int = 60
+    # Trust this many reverse proxies' X-Forwarded-For when identifying a client.
+    trusted_proxies: int = 0
+    batch_size: int = 500
+    max_in_flight: int = 200
+    max_attempts: int = 5
+    queue_name: str = "storypush"
+    topics: tuple[Topic, ...] = field(default_factory=lambda: parse_topics(None))
+
+    @property
+    def queue_url(self) -> str | None:
+        """Redis URL for the job queue (None: the embedded server)."""
+        return self.redis_url
+
+    @property
+    def effective_store_url(self) -> str | None:
+        return self.store_url or self.redis_url
+
+    def require_production(self) -> None:
+        """Refuse to run `web`/`worker` with a configuration push services would reject."""
+        if not self.vapid_subject:
+            raise SettingsError("STORYPUSH_VAPID_SUBJECT", "is required (mailto:you@your-domain or https://...)")
+        problem = check_vapid_subject(self.vapid_subject)
+        if problem:
+            raise SettingsError("STORYPUSH_VAPID_SUBJECT", problem)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment once into a `Settings`.
+
+    Raises:
+        SettingsError: naming the variable whose value is unusable.
+    """
+    env = os.environ if env is None else env
+    subject = env.get("STORYPUSH_VAPID_SUBJECT") or None
+    if subject and not subject.startswith(("mailto:", "https://")):
+        raise SettingsError("STORYPUSH_VAPID_SUBJECT", "must start with mailto: or https://")
+    settings = Settings(
+        redis_url=env.get("REDIS_URL") or None,
+        store_url=env.get("STORYPUSH_STORE_URL") or None,
+        data_dir=Path(env.get("STORYPUSH_DATA_DIR") or "var").resolve(),
+        vapid_private_key=env.get("STORYPUSH_VAPID_PRIVATE_KEY") or None,
+        vapid_subject=subject,
+        webhook_secret=_check_webhook_secret(env.get("STORYPUSH_WEBHOOK_SECRET")),
+        admin_token=env.get("STORYPUSH_ADMIN_TOKEN") or None,
+        allowed_origins=tuple(o.rstrip("/") for o in _csv(env.get("STORYPUSH_ALLOWED_ORIGINS"))),
+        push_hosts=tuple(_check_push_host(h) for h in _csv(env.get("STORYPUSH_PUSH_HOSTS"))),
+        rate_limit_per_minute=_int(env, "STORYPUSH_RATE_LIMIT", 60),
+        trusted_proxies=_int(env, "STORYPUSH_TRUSTED_PROXIES", 0, minimum=0),
+        batch_size=_int(env, "STORYPUSH_BATCH_SIZE", 500),
+        max_in_flight=_int(env, "STORYPUSH_MAX_IN_FLIGHT", 200),
+        max_attempts=_int(env, "STORYPUSH_MAX_ATTEMPTS", 5),
+        queue_name=env.get("STORYPUSH_QUEUE") or "storypush",
+        topics=parse_topics(env.get("STORYPUSH_TOPICS")),
+    )
+    if settings.admin_token is not None and len(settings.admin_token) < 16:
+        raise SettingsError("STORYPUSH_ADMIN_TOKEN", "must be at least 16 characters")
+    return settings

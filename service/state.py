@@ -1,0 +1,46 @@
+"""What one process holds for its life: settings, Redis connections, the VAPID key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+from flask import current_app
+
+from .settings import BUILTIN_PUSH_HOSTS, Settings
+from .store import Store, connect, open_store, resolve_redis_urls
+from .validation import PushHostPolicy
+from .vapid import VapidKey, require_key
+
+
+@dataclass
+class AppState:
+    settings: Settings
+
+    @cached_property
+    def _urls(self) -> tuple[str, str]:
+        return resolve_redis_urls(self.settings)
+
+    @cached_property
+    def store(self) -> Store:
+        return open_store(self._urls[1], self.settings.topics)
+
+    @cached_property
+    def queue_connection(self) -> redis.Redis:
+        """The job-queue Redis (may be a different server from the store)."""
+        if self._urls[0] == self._urls[1]:
+            return self.store.client
+        return connect(self._urls[0])
+
+    @cached_property
+    def vapid_key(self) -> VapidKey:
+        return require_key(self.settings)
+
+    @cached_property
+    def push_hosts(self) -> PushHostPolicy:
+        return PushHostPolicy(BUILTIN_PUSH_HOSTS, self.settings.push_hosts)
+
+
+def current_state() -> AppState:
+    return current_app.extensions["storypush"]

@@ -1,0 +1,78 @@
+"""The one module that owns Redis: connections, keys and every read and write.
+
+Like flaskr's `db.py`, it opens the resource once per process and hands it to
+whoever needs it; views and jobs call its methods and never spell a key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+
+from ..settings import Settings
+from ..topics import Topic
+from . import keys
+from .subscription_store import SubscriptionStore
+
+PROMPT_EVENTS = ("shown", "accepted", "declined", "denied")
+
+
+def resolve_redis_urls(settings: Settings) -> tuple[str, str]:
+    """(queue URL, store URL); starts or joins the embedded server when REDIS_URL is unset."""
+    if settings.redis_url:
+        queue_url = settings.redis_url
+    else:
+        from ..embedded_redis import ensure_embedded_redis
+
+        queue_url = ensure_embedded_redis(settings.data_dir).url
+    return queue_url, settings.store_url or queue_url
+
+
+def connect(url: str) -> redis.Redis:
+    # Timeouts so a wedged Redis surfaces as an error (and a 503 from /healthz)
+    # instead of hanging a web worker; health checks revive idle pooled sockets.
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
+
+
+@dataclass
+class Store:
+    """Typed access to storypush's state in the store Redis."""
+
+    client: redis.Redis
+    topics: tuple[Topic, ...]
+
+    @cached_property
+    def subscriptions(self) -> SubscriptionStore:
+        return SubscriptionStore(self.client, [t.id_ for t in self.topics])
+
+    @cached_property
+    def topic_ids(self) -> frozenset[str]:
+        return frozenset(t.id_ for t in self.topics)
+
+    def hit_rate_limit(self, client_id: str, limit: int, window: int = 60) -> int:
+        """Count a write by `client_id`; returns seconds to wait if over `limit`, else 0."""
+        now = int(time.time())
+        slot = now // window
+        key = keys.rate_limit(client_id, slot)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, window + 1)
+        count = pipe.execute()[0]
+        if count > limit:
+            return (slot + 1) * window - now or 1
+        return 0
+
+    def count_prompt_event(self, kind: str) -> None:
+        self.client.hincrby(keys.PROMPT_FUNNEL, kind, 1)
+
+    def prompt_funnel(self) -> dict[str, int]:
+        raw = self.client.hgetall(keys.PROMPT_FUNNEL)
+        counts = {k.decode(): int(v) for k, v in raw.items()}
+        return {kind: counts.get(kind, 0) for kind in PROMPT_EVENTS}
+
+
+def open_store(url: str, topics: tuple[Topic, ...]) -> Store:
+    return Store(connect(url), topics)

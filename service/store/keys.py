@@ -1,0 +1,70 @@
+"""Every Redis key storypush writes, spelled here and nowhere else, behind one prefix."""
+
+from __future__ import annotations
+
+PREFIX = "sp:"
+
+# Endpoint digests are spread over this many small hashes so each stays in
+# Redis's compact listpack encoding (default limit 128 entries): ~20 bytes an
+# entry instead of ~70 in one big hashtable, up to ~500k subscribers.
+ENDPOINT_BUCKETS = 4096
+
+SUBSCRIPTION_SEQ = PREFIX + "sub:seq"
+SUBSCRIPTION_COUNT = PREFIX + "sub:count"
+SUBSCRIPTION_PREFIX = PREFIX + "s:"
+TOPIC_PREFIX = PREFIX + "t:"
+FAILURE_PREFIX = PREFIX + "sfail:"
+PROMPT_FUNNEL = PREFIX + "prompt:funnel"
+CAMPAIGN_LIST = PREFIX + "campaigns"
+STORY_CAMPAIGN = PREFIX + "story:campaign"
+SECRET_RECEIPT = PREFIX + "secret:receipt"
+
+
+def subscription(id_: int) -> str:
+    return f"{SUBSCRIPTION_PREFIX}{id_}"
+
+
+def topic(topic_id: str) -> str:
+    """Bitmap of subscription ids following `topic_id`."""
+    return f"{TOPIC_PREFIX}{topic_id}"
+
+
+def endpoint_bucket(digest: bytes) -> tuple[str, bytes]:
+    """The hash holding `digest`'s id, and the field inside it."""
+    bucket = int.from_bytes(digest[:2], "big") % ENDPOINT_BUCKETS
+    return f"{PREFIX}ep:{bucket:03x}", digest[2:]
+
+
+def failures(id_: int) -> str:
+    """Permanent-failure streak of one subscription (first time, count)."""
+    return f"{FAILURE_PREFIX}{id_}"
+
+
+def rate_limit(client: str, window: int) -> str:
+    return f"{PREFIX}rl:{client}:{window}"
+
+
+def campaign(campaign_id: str) -> str:
+    return f"{PREFIX}c:{campaign_id}"
+
+
+def campaign_errors(campaign_id: str) -> str:
+    return f"{PREFIX}c:{campaign_id}:errors"
+
+
+def campaign_audience(campaign_id: str) -> str:
+    return f"{PREFIX}c:{campaign_id}:audience"
+
+
+def campaign_sent(campaign_id: str) -> str:
+    """Bitmap: bit `id` set once subscription `id` got a 2xx for this campaign."""
+    return f"{PREFIX}c:{campaign_id}:sent"
+
+
+def campaign_receipts(campaign_id: str, kind: str) -> str:
+    """Bitmap per receipt kind (delivered/clicked/dismissed): each counts once."""
+    return f"{PREFIX}c:{campaign_id}:r:{kind}"
+
+
+def webhook_id(message_id: str) -> str:
+    return f"{PREFIX}wh:{message_id}"

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real Redis (embedded, or REDIS_URL), settings, the app and its clients.
+
+There is no fake anywhere: if Redis cannot start, the session fails loudly.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from service import create_app
+from service.embedded_redis import EmbeddedRedis, ensure_embedded_redis
+from service.settings import Settings
+from service.vapid import VapidKey, create_key
+from tests.helpers import TEST_SUBJECT
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """REDIS_URL when set (its database is flushed!), else a private embedded server."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        redis.Redis.from_url(url).ping()  # fail loudly, never skip
+        yield url
+        return
+    server: EmbeddedRedis = ensure_embedded_redis(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture
+def settings(redis_client: redis.Redis, redis_url: str, tmp_path: Path, webhook_secret: str) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        vapid_subject=TEST_SUBJECT,
+        webhook_secret=webhook_secret,
+        admin_token="test-admin-token-0123456789",
+        rate_limit_per_minute=10_000,
+    )
+
+
+@pytest.fixture
+def vapid_key(settings: Settings) -> VapidKey:
+    return create_key(settings)[0]
+
+
+@pytest.fixture
+def app(settings: Settings, vapid_key: VapidKey):
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def store(app):
+    return app.extensions["storypush"].store

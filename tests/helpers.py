@@ -1,0 +1,52 @@
+"""Test data: real P-256 subscriber keys, so every payload can be decrypted."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from service.vapid import b64url
+
+TEST_SUBJECT = "mailto:ops@publisher.example.org"
+
+
+@dataclass
+class BrowserKeys:
+    """What a browser keeps for one subscription: the private key and auth secret."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    auth: bytes
+
+    @classmethod
+    def generate(cls) -> BrowserKeys:
+        return cls(ec.generate_private_key(ec.SECP256R1()), os.urandom(16))
+
+    @property
+    def p256dh(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+
+    def subscription_json(self, endpoint: str) -> dict:
+        return {
+            "endpoint": endpoint,
+            "expirationTime": None,
+            "keys": {"p256dh": b64url(self.p256dh), "auth": b64url(self.auth)},
+        }
+
+
+def fcm_endpoint() -> str:
+    return "https://fcm.googleapis.com/fcm/send/" + secrets.token_urlsafe(110)
+
+
+def subscribe_body(endpoint: str | None = None, topics: list[str] | None = None, **extra) -> dict:
+    keys = BrowserKeys.generate()
+    return {
+        "subscription": keys.subscription_json(endpoint or fcm_endpoint()),
+        "topics": topics or ["animals"],
+        **extra,
+    }

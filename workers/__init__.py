@@ -1,0 +1,1 @@
+"""RQ jobs and worker processes: campaigns, batches and push delivery."""
