@@ -34,13 +34,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_age=86400,
     )
 
-    from . import api, health
+    from . import api, demo, health, webhooks
     from .http import register_error_handlers
     from .openapi import build_openapi
 
     register_error_handlers(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(demo.bp)
+    app.register_blueprint(webhooks.bp)
     document = build_openapi()
     app.add_url_rule("/api/openapi.json", "openapi", lambda: jsonify(document))
     return app

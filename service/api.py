@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from .errors import NotFound, RateLimited
+from . import receipts
+from .errors import Forbidden, NotFound, RateLimited
 from .http import client_id, parse_body
 from .state import current_state
-from .validation import ChangeRequest, PromptEvent, SubscribeRequest, UnsubscribeRequest
+from .validation import ChangeRequest, PromptEvent, ReceiptEvent, SubscribeRequest, UnsubscribeRequest
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -71,4 +72,17 @@ def prompt_event() -> tuple[str, int]:
     _rate_limit()
     body = parse_body(PromptEvent)
     current_state().store.count_prompt_event(body.type)
+    return "", 204
+
+
+@bp.post("/events")
+def receipt_event() -> tuple[str, int]:
+    """Count a delivered/clicked/dismissed receipt from the service worker, once each."""
+    _rate_limit()
+    body = parse_body(ReceiptEvent)
+    state = current_state()
+    receipt = receipts.verify(state.receipt_key, body.receipt)
+    if receipt is None:
+        raise Forbidden("receipt is not one we issued", field="receipt")
+    state.store.campaigns.count_receipt(receipt.campaign_id, receipt.subscription_id, body.type)
     return "", 204

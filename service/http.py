@@ -39,18 +39,22 @@ def read_json() -> object:
         raise BadJson("request body must be JSON") from None
 
 
-def parse_body(model: type[Model], **context: object) -> Model:
-    """Validate the JSON body against `model`; a refusal names the first bad field."""
-    data = read_json()
+def parse_model(model: type[Model], data: object, prefix: str | None = None, **context: object) -> Model:
+    """Validate `data` against `model`; a refusal (422) names the first bad field."""
     if not isinstance(data, dict):
-        raise InvalidField("request body must be a JSON object")
+        raise InvalidField(f"{prefix or 'request body'} must be a JSON object", field=prefix)
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        field = _field_path(first["loc"])
+        field = _field_path(((prefix,) if prefix else ()) + tuple(first["loc"]))
         message = first["msg"].removeprefix("Value error, ")
         raise InvalidField(f"{field}: {message}" if field else message, field=field) from None
+
+
+def parse_body(model: type[Model], **context: object) -> Model:
+    """Validate the JSON request body against `model`."""
+    return parse_model(model, read_json(), **context)
 
 
 def client_id() -> str:

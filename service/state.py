@@ -8,6 +8,7 @@ from functools import cached_property
 import redis
 from flask import current_app
 
+from .receipts import receipt_key
 from .settings import BUILTIN_PUSH_HOSTS, Settings
 from .store import Store, connect, open_store, resolve_redis_urls
 from .validation import PushHostPolicy
@@ -36,6 +37,10 @@ class AppState:
     @cached_property
     def vapid_key(self) -> VapidKey:
         return require_key(self.settings)
+
+    @cached_property
+    def receipt_key(self) -> bytes:
+        return receipt_key(self.vapid_key)
 
     @cached_property
     def push_hosts(self) -> PushHostPolicy:

@@ -15,6 +15,7 @@ import redis
 from ..settings import Settings
 from ..topics import Topic
 from . import keys
+from .campaign_store import AudienceStore, CampaignStore
 from .subscription_store import SubscriptionStore
 
 PROMPT_EVENTS = ("shown", "accepted", "declined", "denied")
@@ -47,6 +48,14 @@ class Store:
     @cached_property
     def subscriptions(self) -> SubscriptionStore:
         return SubscriptionStore(self.client, [t.id_ for t in self.topics])
+
+    @cached_property
+    def campaigns(self) -> CampaignStore:
+        return CampaignStore(self.client)
+
+    @cached_property
+    def audiences(self) -> AudienceStore:
+        return AudienceStore(self.client)
 
     @cached_property
     def topic_ids(self) -> frozenset[str]:

@@ -56,9 +56,10 @@ def campaign_audience(campaign_id: str) -> str:
     return f"{PREFIX}c:{campaign_id}:audience"
 
 
-def campaign_sent(campaign_id: str) -> str:
-    """Bitmap: bit `id` set once subscription `id` got a 2xx for this campaign."""
-    return f"{PREFIX}c:{campaign_id}:sent"
+def campaign_resolved(campaign_id: str) -> str:
+    """Bitmap: bit `id` set once subscription `id` is finished for this campaign
+    (2xx, expired or failed for good), right after the answer, so a re-run skips it."""
+    return f"{PREFIX}c:{campaign_id}:resolved"
 
 
 def campaign_receipts(campaign_id: str, kind: str) -> str:
@@ -68,3 +69,18 @@ def campaign_receipts(campaign_id: str, kind: str) -> str:
 
 def webhook_id(message_id: str) -> str:
     return f"{PREFIX}wh:{message_id}"
+
+
+def campaign_units_planned(campaign_id: str) -> str:
+    """Set of unit ids counted into `pending` (each counted once, even if re-planned)."""
+    return f"{PREFIX}c:{campaign_id}:planned"
+
+
+def campaign_units_done(campaign_id: str) -> str:
+    """Set of batch/retry unit ids that have finished (each finishes once)."""
+    return f"{PREFIX}c:{campaign_id}:units"
+
+
+def campaign_lease(campaign_id: str, unit_id: str) -> str:
+    """Held by the one worker sending a unit, so two workers never race on it."""
+    return f"{PREFIX}c:{campaign_id}:lease:{unit_id}"

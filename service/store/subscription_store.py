@@ -193,3 +193,35 @@ class SubscriptionStore:
         for topic in self.topic_ids:
             pipe.bitcount(keys.topic(topic))
         return dict(zip(self.topic_ids, (int(n) for n in pipe.execute()), strict=True))
+
+    # -- permanent failures ------------------------------------------------------
+
+    def failing(self, ids: Sequence[int]) -> set[int]:
+        """Which of `ids` have a permanent-failure streak (so a success must clear it)."""
+        if not ids:
+            return set()
+        raws = self.client.mget([keys.failures(i) for i in ids])
+        return {i for i, raw in zip(ids, raws, strict=True) if raw is not None}
+
+    def clear_failures(self, ids: Iterable[int]) -> None:
+        names = [keys.failures(i) for i in ids]
+        if names:
+            self.client.delete(*names)
+
+    def record_permanent_failure(
+        self, id_: int, seen: Subscription, now: float, threshold: int = 3, window: float = 86400
+    ) -> bool:
+        """Count a 400/403/413-style refusal; delete the subscription only after
+        `threshold` of them spread over at least `window` seconds with no success
+        between, so a misconfigured key cannot wipe the audience in one campaign.
+
+        Returns True if the subscription was deleted.
+        """
+        key = keys.failures(id_)
+        raw = self.client.get(key)
+        first, count = (float(raw.split(b":")[0]), int(raw.split(b":")[1])) if raw else (now, 0)
+        count += 1
+        self.client.set(key, f"{first}:{count}", ex=int(window * 7))
+        if count >= threshold and now - first >= window:
+            return self.delete_if_unchanged(id_, seen)
+        return False

@@ -1,0 +1,58 @@
+"""The CMS webhook: Standard Webhooks signatures, idempotent story events."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+from rq import Queue
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from . import publishing
+from .errors import NotFound, Unauthorized
+from .http import parse_model, read_json
+from .state import current_state
+from .stories import StoryData, StoryEvent, StoryRef
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+
+def _verified_body() -> bytes:
+    """The raw body if its signature is valid; 401 otherwise (also when no secret is set)."""
+    secret = current_state().settings.webhook_secret
+    if not secret:
+        raise Unauthorized("webhook secret not configured; refusing all calls")
+    body = request.get_data(cache=True)
+    try:
+        Webhook(secret).verify(body, dict(request.headers), json_parse=False)
+    except (WebhookVerificationError, ValueError) as exc:
+        raise Unauthorized(f"bad webhook signature: {exc}") from None
+    return body
+
+
+def _answer(result: publishing.PublishResult | None, status: int) -> tuple[Response, int]:
+    if result is None:
+        raise NotFound("no campaign for that story", field="data.id")
+    return jsonify({"campaign": result.campaign_id, "status": result.status}), status
+
+
+@bp.post("/cms")
+def cms() -> tuple[Response, int]:
+    """story.published / story.updated / story.unpublished, signed per Standard Webhooks."""
+    _verified_body()
+    state = current_state()
+    store = state.store
+    message_id = request.headers["webhook-id"]
+    seen = store.campaigns.campaign_for_webhook(message_id)
+    if seen is not None:
+        return jsonify({"campaign": seen, "status": store.campaigns.state(seen).value}), 200
+    event = parse_model(StoryEvent, read_json())
+    context = {"topics": store.topic_ids}
+    if event.type == "story.unpublished":
+        ref = parse_model(StoryRef, event.data, prefix="data")
+        return _answer(publishing.unpublish(store, ref.id), 200)
+    story = parse_model(StoryData, event.data, prefix="data", **context)
+    if event.type == "story.updated":
+        return _answer(publishing.update(store, story.as_story()), 200)
+    queue = Queue(state.settings.queue_name, connection=state.queue_connection)
+    result = publishing.publish(store, queue, story.as_story(), story.send_at_timestamp())
+    store.campaigns.remember_webhook(message_id, result.campaign_id)
+    return _answer(result, 202 if result.created else 200)

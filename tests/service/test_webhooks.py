@@ -1,0 +1,152 @@
+"""The CMS webhook: Standard Webhooks signatures, validation, idempotency, campaign lifecycle."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+from standardwebhooks.webhooks import Webhook
+
+from workers.queueing import campaign_job_id
+
+STORY = {
+    "id": "walrus-our-planet",
+    "title": "Viewers Are Being Broken By The Walrus Scene From Netflix's Our Planet",
+    "body": "The director said it was 'the hardest thing I've ever had to film'.",
+    "url": "https://publisher.example/news/walrus-our-planet",
+    "image": "https://publisher.example/img/walrus.jpg",
+    "topics": ["animals", "tv-and-film"],
+    "send_at": None,
+    "ttl": 14400,
+    "urgency": "normal",
+}
+
+
+def signed(secret: str, payload: dict, message_id: str | None = None, timestamp: float | None = None):
+    body = json.dumps(payload)
+    message_id = message_id or f"msg_{uuid.uuid4().hex}"
+    when = timestamp if timestamp is not None else time.time()
+    from datetime import datetime, timezone
+
+    signature = Webhook(secret).sign(message_id, datetime.fromtimestamp(when, tz=timezone.utc), body)
+    headers = {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(when)),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+    return body, headers
+
+
+def post(client, secret, payload, **kwargs):
+    body, headers = signed(secret, payload, **kwargs)
+    return client.post("/webhooks/cms", data=body, headers=headers)
+
+
+def test_published_creates_one_queued_campaign(client, webhook_secret, redis_client, settings):
+    response = post(client, webhook_secret, {"type": "story.published", "data": STORY})
+    assert response.status_code == 202
+    answer = response.get_json()
+    assert answer["status"] == "queued"
+    queue = Queue(settings.queue_name, connection=redis_client)
+    assert queue.job_ids == [campaign_job_id(answer["campaign"])]
+    # same story again, new message id: same campaign, nothing queued twice
+    again = post(client, webhook_secret, {"type": "story.published", "data": STORY})
+    assert again.status_code == 200 and again.get_json()["campaign"] == answer["campaign"]
+    assert len(queue.job_ids) == 1
+
+
+def test_repeated_webhook_id_answers_the_same_campaign(client, webhook_secret):
+    first = post(client, webhook_secret, {"type": "story.published", "data": STORY}, message_id="msg_same")
+    second = post(client, webhook_secret, {"type": "story.published", "data": STORY}, message_id="msg_same")
+    assert first.status_code == 202 and second.status_code == 200
+    assert first.get_json()["campaign"] == second.get_json()["campaign"]
+
+
+def test_several_signatures_one_valid_is_accepted(client, webhook_secret):
+    body, headers = signed(webhook_secret, {"type": "story.published", "data": STORY})
+    headers["webhook-signature"] = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= " + headers["webhook-signature"]
+    assert client.post("/webhooks/cms", data=body, headers=headers).status_code == 202
+
+
+@pytest.mark.parametrize("tamper", ["signature", "body", "missing", "stale", "future"])
+def test_bad_signatures_are_401(client, webhook_secret, tamper):
+    payload = {"type": "story.published", "data": STORY}
+    timestamp = {"stale": time.time() - 600, "future": time.time() + 600}.get(tamper)
+    body, headers = signed(webhook_secret, payload, timestamp=timestamp)
+    if tamper == "signature":
+        headers["webhook-signature"] = "v1,ZmFrZQ=="
+    elif tamper == "body":
+        body = body.replace("walrus", "wolf")
+    elif tamper == "missing":
+        del headers["webhook-signature"]
+    response = client.post("/webhooks/cms", data=body, headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_no_secret_configured_refuses_everything(settings, vapid_key, webhook_secret):
+    from service import create_app
+
+    client = create_app(settings.with_overrides(webhook_secret=None)).test_client()
+    assert post(client, webhook_secret, {"type": "story.published", "data": STORY}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"title": ""}, "data.title"),
+        ({"url": "javascript:alert(1)"}, "data.url"),
+        ({"topics": ["knitting"]}, "data.topics"),
+        ({"topics": []}, "data.topics"),
+        ({"ttl": 0}, "data.ttl"),
+        ({"urgency": "now"}, "data.urgency"),
+        ({"send_at": "2026-11-28T09:00:00"}, "data.send_at"),
+        ({"id": None}, "data.id"),
+    ],
+)
+def test_invalid_payload_is_422_naming_the_field(client, webhook_secret, change, field):
+    response = post(client, webhook_secret, {"type": "story.published", "data": {**STORY, **change}})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["field"] == field
+
+
+def test_unknown_type_is_422(client, webhook_secret):
+    response = post(client, webhook_secret, {"type": "story.deleted", "data": STORY})
+    assert response.status_code == 422 and response.get_json()["error"]["field"] == "type"
+
+
+def test_send_at_in_the_future_is_scheduled_with_rq(client, webhook_secret, redis_client, settings, store):
+    send_at = time.time() + 3600
+    response = post(client, webhook_secret, {"type": "story.published", "data": {**STORY, "send_at": send_at}})
+    assert response.status_code == 202
+    answer = response.get_json()
+    assert answer["status"] == "scheduled"
+    registry = ScheduledJobRegistry(settings.queue_name, connection=redis_client)
+    assert registry.get_job_ids() == [campaign_job_id(answer["campaign"])]
+    assert abs(registry.get_scheduled_time(campaign_job_id(answer["campaign"])).timestamp() - send_at) < 1
+    assert store.campaigns.get(answer["campaign"])["state"] == "scheduled"
+
+
+def test_updated_refreshes_text_and_unpublished_cancels(client, webhook_secret, store):
+    campaign = post(client, webhook_secret, {"type": "story.published", "data": STORY}).get_json()["campaign"]
+    updated = {**STORY, "title": "Updated: the walrus scene", "body": "New text"}
+    response = post(client, webhook_secret, {"type": "story.updated", "data": updated})
+    assert response.status_code == 200 and response.get_json()["campaign"] == campaign
+    assert store.campaigns.story(campaign)["title"] == "Updated: the walrus scene"
+    response = post(client, webhook_secret, {"type": "story.unpublished", "data": {"id": STORY["id"]}})
+    assert response.status_code == 200
+    assert response.get_json() == {"campaign": campaign, "status": "cancelled"}
+    # a cancelled campaign's text is no longer changed
+    post(client, webhook_secret, {"type": "story.updated", "data": {**STORY, "title": "Too late"}})
+    assert store.campaigns.story(campaign)["title"] == "Updated: the walrus scene"
+
+
+def test_update_or_unpublish_of_unknown_story_is_404(client, webhook_secret):
+    assert post(client, webhook_secret, {"type": "story.updated", "data": STORY}).status_code == 404
+    response = post(client, webhook_secret, {"type": "story.unpublished", "data": {"id": "nope"}})
+    assert response.status_code == 404 and response.get_json()["error"]["field"] == "data.id"

@@ -1,0 +1,96 @@
+"""How storypush puts work on RQ: job ids, retry policy, timeouts. Imported by
+the web process too, so it stays light (no delivery code).
+
+Batch jobs get deterministic ids (a re-enqueue replaces, never duplicates), RQ's
+own `Retry` (without it RQ marks a job abandoned by a killed worker as failed and
+its unsent pushes are lost), a `job_timeout` sized for the worst case and a
+`failure_ttl` shorter than RQ's one-year default.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from rq import Queue, Retry
+
+# A batch stops starting new pushes after this long and hands the rest to a
+# retry job, so it always ends inside its job timeout.
+BATCH_DEADLINE = 40
+# Worst case inside the deadline: the last requests started at 40 s time out
+# after 5 s connect + 10 s read; 60 s leaves slack. A SimpleWorker's job counts
+# as abandoned job_timeout + 60 s after its last heartbeat, so this also bounds
+# how soon another worker takes over a killed worker's batch.
+BATCH_TIMEOUT = 60
+CAMPAIGN_TIMEOUT = 300
+FAILURE_TTL = 7 * 86400
+RESULT_TTL = 3600
+# Re-runs after a crash or an abandoned job: quick, since sent markers make them safe.
+JOB_RETRY = Retry(max=5, interval=[5, 15, 30, 60, 120])
+
+START_CAMPAIGN = "workers.jobs.start_campaign"
+SEND_BATCH = "workers.jobs.send_batch"
+
+
+def campaign_job_id(campaign_id: str) -> str:
+    return f"sp-campaign-{campaign_id}"
+
+
+def unit_id(start: int, attempt: int) -> str:
+    return str(start) if attempt == 1 else f"{start}:r{attempt}"
+
+
+def batch_job_id(campaign_id: str, start: int, attempt: int) -> str:
+    return f"sp-batch-{campaign_id}-{unit_id(start, attempt).replace(':', '-')}"
+
+
+def enqueue_campaign(queue: Queue, campaign_id: str, send_at: float | None = None) -> None:
+    """Start the campaign now, or at `send_at` with RQ's own scheduler."""
+    options = {
+        "job_id": campaign_job_id(campaign_id),
+        "retry": JOB_RETRY,
+        "job_timeout": CAMPAIGN_TIMEOUT,
+        "failure_ttl": FAILURE_TTL,
+        "result_ttl": RESULT_TTL,
+        "description": f"campaign {campaign_id}",
+    }
+    if send_at is not None:
+        queue.enqueue_at(datetime.fromtimestamp(send_at, tz=UTC), START_CAMPAIGN, campaign_id, **options)
+    else:
+        queue.enqueue(START_CAMPAIGN, campaign_id, **options)
+
+
+def batch_job_data(campaign_id: str, start: int, end: int, attempt: int = 1, only: list[int] | None = None):
+    return Queue.prepare_data(
+        SEND_BATCH,
+        args=(campaign_id, start, end, attempt, only),
+        job_id=batch_job_id(campaign_id, start, attempt),
+        retry=JOB_RETRY,
+        timeout=BATCH_TIMEOUT,
+        failure_ttl=FAILURE_TTL,
+        result_ttl=RESULT_TTL,
+        description=f"campaign {campaign_id} batch {start}-{end} attempt {attempt}",
+    )
+
+
+def enqueue_batches(queue: Queue, campaign_id: str, ranges: list[tuple[int, int]]) -> None:
+    with queue.connection.pipeline() as pipe:
+        queue.enqueue_many([batch_job_data(campaign_id, s, e) for s, e in ranges], pipeline=pipe)
+        pipe.execute()
+
+
+def enqueue_retry(
+    queue: Queue, campaign_id: str, start: int, end: int, attempt: int, only: list[int], delay: float
+) -> None:
+    """A delayed job carrying only the ids to retry; the rest of the batch is never touched again."""
+    data = batch_job_data(campaign_id, start, end, attempt, only)
+    queue.enqueue_in(
+        timedelta(seconds=max(1.0, delay)),
+        data.func,
+        *data.args,
+        job_id=data.job_id,
+        retry=data.retry,
+        job_timeout=data.timeout,
+        failure_ttl=data.failure_ttl,
+        result_ttl=data.result_ttl,
+        description=data.description,
+    )
