@@ -112,6 +112,51 @@ def vapid_show() -> None:
     click.echo(key.public_key_b64)
 
 
+@main.command()
+@click.option("--id", "story_id", required=True, help="Story id (the campaign is idempotent per id).")
+@click.option("--title", required=True)
+@click.option("--url", required=True, help="The story URL the notification opens.")
+@click.option("--body", default="", help="Notification text under the title.")
+@click.option("--image", default=None, help="Large image URL.")
+@click.option("--icon", default=None, help="Icon URL.")
+@click.option("--topic", "topics", multiple=True, required=True, help="A topic id; repeat for several.")
+@click.option("--ttl", default=4 * 3600, show_default=True, type=int, help="Seconds a push service keeps it.")
+@click.option("--urgency", default="normal", type=click.Choice(["very-low", "low", "normal", "high"]))
+@click.option("--send-at", default=None, type=float, help="Unix time to send at (default: now).")
+def publish(**options: object) -> None:
+    """The same as a story.published webhook, for trying it by hand."""
+    from pydantic import ValidationError
+
+    from . import publishing
+    from .state import AppState
+    from .stories import StoryData
+
+    settings = _settings()
+    state = AppState(settings)
+    data = {k: v for k, v in options.items() if v is not None}
+    data["id"] = data.pop("story_id")
+    data["topics"] = list(data["topics"])  # type: ignore[call-overload]
+    try:
+        story = StoryData.model_validate(data, context={"topics": state.store.topic_ids})
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from None
+    from rq import Queue
+
+    queue = Queue(settings.queue_name, connection=state.queue_connection)
+    result = publishing.publish(state.store, queue, story.as_story(), story.send_at_timestamp())
+    verb = "created" if result.created else "already exists"
+    click.echo(f"campaign {result.campaign_id} {verb}: {result.status}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """The fan-out benchmark (see README): storypush vs pywebpush against a local push-service simulator."""
+    from benchmarks.fanout import main as bench_main
+
+    sys.exit(bench_main(ctx.args))
+
+
 @contextmanager
 def _children(commands: list[list[str]], env: dict[str, str]) -> Iterator[list[subprocess.Popen]]:
     """Run `commands` each in its own process group; stop all of them on exit."""

@@ -20,7 +20,7 @@ import email.utils
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -53,6 +53,7 @@ class Result:
     reason: str
     status: int | None = None
     retry_after: float | None = None  # seconds, from the push service's Retry-After
+    elapsed: float | None = None  # seconds from request written to answer parsed, for metrics
 
 
 class Sender(Protocol):
@@ -254,14 +255,16 @@ class HttpSender:
                 connection = await origin.acquire(loop)
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 return Result(Outcome.RETRY, _network_reason(exc))
+            began = time.perf_counter()
             try:
                 status, retry_after, keep_alive = await connection.request(request, self.read_timeout)
             except (OSError, TimeoutError, ConnectionError) as exc:
                 connection.close()
                 return Result(Outcome.RETRY, _network_reason(exc))
             origin.release(connection, keep_alive)
+            elapsed = time.perf_counter() - began
         now = self.clock()
-        result = classify(status, retry_after, now)
+        result = replace(classify(status, retry_after, now), elapsed=elapsed)
         if status == 429 or (status in (503, 406) and result.retry_after):
             # Slow down this origin only; other push services keep full speed.
             origin.paused_until = max(origin.paused_until, now + (result.retry_after or DEFAULT_THROTTLE))
