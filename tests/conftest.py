@@ -80,3 +80,28 @@ def client(app):
 @pytest.fixture
 def store(app):
     return app.extensions["storypush"].store
+
+
+@pytest.fixture(scope="session")
+def push_sim() -> Iterator:
+    """One real HTTPS push-service simulator process for the session (reset per use)."""
+    from tests.pushsim import PushSimulator
+
+    with PushSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(push_sim, monkeypatch: pytest.MonkeyPatch):
+    """The simulator, reset, with its CA trusted through SSL_CERT_FILE as in production."""
+    push_sim.reset(subscribers=True)
+    push_sim.set_latency(0)
+    monkeypatch.setenv("SSL_CERT_FILE", push_sim.ca_file)
+    return push_sim
+
+
+@pytest.fixture
+def fanout_settings(settings: Settings, sim) -> Settings:
+    """Settings that accept the simulator as a push service, with small batches."""
+    authority = sim.origin.removeprefix("https://")
+    return settings.with_overrides(push_hosts=(authority,), batch_size=20, max_attempts=3)

@@ -335,12 +335,12 @@ class AudienceStore:
     def __init__(self, client: redis.Redis):
         self.client = client
 
-    def snapshot(self, campaign_id: str, topic_keys: list[str]) -> bytes:
+    def snapshot(self, campaign_id: str, topic_ids: list[str]) -> bytes:
         """Freeze who follows any of the topics (deduplicated by the OR); returns the bitmap."""
         key = keys.campaign_audience(campaign_id)
         pipe = self.client.pipeline()
-        if topic_keys:
-            pipe.bitop("OR", key, *topic_keys)
+        if topic_ids:
+            pipe.bitop("OR", key, *(keys.topic(t) for t in topic_ids))
         pipe.expire(key, MARKER_TTL)
         pipe.get(key)
         return pipe.execute()[-1] or b""
