@@ -67,7 +67,7 @@ def test_every_follower_gets_exactly_one_decryptable_message(fanout, sim, vapid_
     store = fanout.extensions["storypush"].store
     followers = sim.mint(45, vapid_key.public_bytes)
     others = sim.mint(5, vapid_key.public_bytes)
-    ids = subscribe(client, followers[:30], ["animals"]) + subscribe(client, followers[30:], ["tv-and-film", "animals"])
+    subscribe(client, followers[:30], ["animals"]) + subscribe(client, followers[30:], ["tv-and-film", "animals"])
     subscribe(client, others, ["sport"])
     campaign = publish(fanout, webhook_secret)
     drain(redis_client, "storypush")

@@ -78,7 +78,7 @@ def test_receipts_verify_and_refuse_forgeries():
     token = receipts.mint(key, "c0ffee", 1234)
     assert receipts.verify(key, token) == receipts.Receipt("c0ffee", 1234)
     assert receipts.verify(other, token) is None
-    campaign, hex_id, mac = token.split(".")
+    campaign, _hex_id, mac = token.split(".")
     assert receipts.verify(key, f"{campaign}.{1235:x}.{mac}") is None
     assert receipts.verify(key, "garbage") is None
     assert len(token) < 40
