@@ -15,7 +15,9 @@ import uuid
 from typing import Any
 
 from service import receipts
+from service.logs import log_push_problems
 from service.store.campaign_store import CampaignState, cut_ranges
+from service.store.metrics_store import PushTally
 from service.subscriptions import Subscription
 
 from .delivery import Outcome, Result
@@ -69,7 +71,13 @@ def start_campaign(campaign_id: str) -> dict[str, Any]:
         campaigns.mark_done_if_idle(campaign_id)
     else:
         enqueue_batches(rt.queue, campaign_id, ranges)
-    logger.info("campaign %s: %d subscribers in %d batches", campaign_id, targeted, len(ranges))
+    logger.info(
+        "campaign %s started: %d subscribers in %d batches",
+        campaign_id,
+        targeted,
+        len(ranges),
+        extra={"campaign_id": campaign_id, "targeted": targeted, "batches": len(ranges)},
+    )
     return {"targeted": targeted, "batches": len(ranges)}
 
 
@@ -94,8 +102,19 @@ def send_batch(
         summary = rt.loop.run_until_complete(run.run())
     finally:
         campaigns.release_lease(campaign_id, unit, token)
-    campaigns.finish_unit(campaign_id, unit)
+    logger.info("campaign %s batch %s: %s", campaign_id, unit, summary, extra={"campaign_id": campaign_id, **summary})
+    if campaigns.finish_unit(campaign_id, unit):
+        _finished(rt, campaign_id)
     return summary
+
+
+def _finished(rt: Runtime, campaign_id: str) -> None:
+    """This batch finished the campaign: observe how long it took, say so in the log."""
+    campaign = rt.store.campaigns.get(campaign_id) or {}
+    if campaign.get("started_at") and campaign.get("finished_at"):
+        rt.store.metrics.observe_campaign_duration(campaign["finished_at"] - campaign["started_at"])
+    counts = {name: campaign.get(name) for name in ("targeted", "sent", "failed", "expired")}
+    logger.info("campaign %s done: %s", campaign_id, counts, extra={"campaign_id": campaign_id, **counts})
 
 
 class BatchRun:
@@ -124,6 +143,7 @@ class BatchRun:
         self.failing: set[int] = set()
         self.expires_at = float("inf")
         self.totals: dict[str, int] = {}
+        self.tally = PushTally()  # for /metrics, written with each flush
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -136,6 +156,7 @@ class BatchRun:
 
     def record(self, id_: int, subscription: Subscription | None, result: Result) -> None:
         self.settled.add(id_)
+        endpoint, elapsed = (subscription.endpoint if subscription else None), result.elapsed
         if self.only is not None:
             self._count("retrying", -1)  # this attempt settles the earlier "retrying"
         outcome = result.outcome
@@ -149,7 +170,9 @@ class BatchRun:
                 self.retry_ids.append(id_)
                 self.retry_delay = max(self.retry_delay, delay)
                 self._count("retrying")
+                self.tally.add(endpoint, "retry", elapsed, result.reason, result.status)
                 return
+        self.tally.add(endpoint, outcome.value, elapsed, result.reason, result.status)
         self.resolved.append(id_)
         if outcome is Outcome.SENT:
             self._count("sent")
@@ -174,6 +197,9 @@ class BatchRun:
             self.resolved = []
         store.campaigns.add_counts(self.campaign_id, self.counts, self.errors)
         self.counts, self.errors = {}, {}
+        store.metrics.record_pushes(self.tally)
+        log_push_problems(logger, self.campaign_id, self.tally.problems)
+        self.tally = PushTally()
         subscriptions = store.subscriptions
         for id_, subscription in self.expired:
             subscriptions.delete_if_unchanged(id_, subscription)
@@ -257,4 +283,5 @@ class BatchRun:
             self.unit,
             len(self.retry_ids),
             self.retry_delay,
+            extra={"campaign_id": self.campaign_id, "unit": self.unit, "retry": len(self.retry_ids)},
         )

@@ -15,13 +15,13 @@ from rq import Queue, Retry
 
 # A batch stops starting new pushes after this long and hands the rest to a
 # retry job, so it always ends inside its job timeout.
-BATCH_DEADLINE = 40
-# Worst case inside the deadline: the last requests started at 40 s time out
-# after 5 s connect + 10 s read; 60 s leaves slack. A SimpleWorker's job counts
-# as abandoned job_timeout + 60 s after its last heartbeat, so this also bounds
-# how soon another worker takes over a killed worker's batch.
-BATCH_TIMEOUT = 60
-CAMPAIGN_TIMEOUT = 300
+BATCH_DEADLINE = 25
+# Worst case inside the deadline: requests started just before 25 s time out
+# after 5 s connect + 10 s read; 45 s leaves slack. A SimpleWorker's job counts
+# as abandoned job_timeout + 60 s after it started, so this also bounds how
+# soon another worker takes over a killed worker's batch (see runner.py).
+BATCH_TIMEOUT = 45
+CAMPAIGN_TIMEOUT = 60
 FAILURE_TTL = 7 * 86400
 RESULT_TTL = 3600
 # Re-runs after a crash or an abandoned job: quick, since sent markers make them safe.

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import logging
-
 from rq import Queue, SimpleWorker
 from rq.worker_pool import WorkerPool
 
+from service.logs import configure_logging
 from service.settings import Settings
 from service.store import connect, resolve_redis_urls
 
-# Only a worker's maintenance pass (every maintenance_interval) hands a job
-# abandoned by a SIGKILLed worker back to the queue, once its heartbeat lapsed
-# (a SimpleWorker's: job_timeout + 60 s). RQ's default of 10 minutes would let a
-# killed batch sit for 11 minutes; 30 s bounds it near 2.5 minutes.
+# Only a worker's maintenance pass hands a job abandoned by a SIGKILLed worker
+# back to the queue, once the job's heartbeat lapsed (a SimpleWorker's: job
+# timeout + 60 s = 105 s for a batch). Maintenance runs every
+# maintenance_interval, but an idle worker checks only between blocking
+# dequeues, which last worker_ttl - 15 s (RQ's defaults: 10 min and 405 s).
+# 30 s each bounds a killed batch's takeover near 105 + 30 + 5 (retry interval)
+# = 140 s.
 MAINTENANCE_INTERVAL = 30
+WORKER_TTL = 45
 
 
 class StorypushWorker(SimpleWorker):
@@ -24,6 +27,7 @@ class StorypushWorker(SimpleWorker):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(*args, **kwargs)
 
 
@@ -32,7 +36,7 @@ def queue_connection(settings: Settings):
 
 
 def run_workers(settings: Settings, processes: int = 1, burst: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging("worker")
     connection = queue_connection(settings)
     queues = [Queue(settings.queue_name, connection=connection)]
     if processes > 1:

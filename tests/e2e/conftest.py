@@ -1,0 +1,110 @@
+"""Real processes: `storypush web` (gunicorn) and `storypush worker` (RQ) as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from service.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    """The web server and worker processes of one test, all stopped at the end."""
+
+    def __init__(self, env: dict[str, str], logs: Path):
+        self.env = env
+        self.logs = logs
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.processes: list[subprocess.Popen] = []
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.logs / f"{name}-{len(self.processes)}.log", "wb")  # noqa: SIM115 (closed with the process)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def start_web(self) -> None:
+        self._spawn("web", "web", "--port", str(self.port), "--workers", "2")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.base + "/healthz", timeout=3).status_code in (200, 503):
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise AssertionError(f"storypush web did not start; see {self.logs}")
+
+    def start_worker(self) -> subprocess.Popen:
+        return self._spawn("worker", "worker")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def stack_env(fanout_settings: Settings, vapid_key, sim, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STORYPUSH_")}
+    env.update(
+        REDIS_URL=fanout_settings.redis_url or "",
+        STORYPUSH_DATA_DIR=str(fanout_settings.data_dir),
+        STORYPUSH_VAPID_SUBJECT=fanout_settings.vapid_subject or "",
+        STORYPUSH_WEBHOOK_SECRET=fanout_settings.webhook_secret or "",
+        STORYPUSH_ADMIN_TOKEN=fanout_settings.admin_token or "",
+        STORYPUSH_PUSH_HOSTS=",".join(fanout_settings.push_hosts),
+        STORYPUSH_RATE_LIMIT="100000",
+        STORYPUSH_BATCH_SIZE="20",
+        STORYPUSH_MAX_ATTEMPTS="4",
+        SSL_CERT_FILE=sim.ca_file,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    stack = Stack(stack_env, logs)
+    try:
+        yield stack
+    finally:
+        stack.stop()
