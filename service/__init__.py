@@ -8,6 +8,7 @@ from flask import Flask, jsonify
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .logs import configure_logging
 from .settings import Settings, load_settings
 from .state import AppState
 
@@ -24,6 +25,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["storypush"] = AppState(settings)
+    if not app.config.get("TESTING"):
+        configure_logging("web")
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     CORS(
@@ -34,7 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_age=86400,
     )
 
-    from . import api, demo, health, webhooks
+    from . import admin, api, demo, health, metrics, webhooks
     from .http import register_error_handlers
     from .openapi import build_openapi
 
@@ -43,6 +46,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(demo.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(metrics.bp)
     document = build_openapi()
     app.add_url_rule("/api/openapi.json", "openapi", lambda: jsonify(document))
     return app

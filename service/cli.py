@@ -240,5 +240,120 @@ def dev(host: str, port: int, worker_processes: int) -> None:
     click.echo("stopped")
 
 
+# -- operating campaigns and subscribers (the store directly; no web process needed) --
+
+FINAL_CAMPAIGN_STATES = ("done", "cancelled", "failed")
+
+
+def _store():
+    from .state import AppState
+
+    return AppState(_settings()).store
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
+
+
+def _progress(campaign: dict) -> int:
+    """Subscribers finished with (sent, failed or expired)."""
+    return campaign["sent"] + campaign["failed"] + campaign["expired"]
+
+
+@main.command("campaigns")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500), help="How many, newest first.")
+def campaigns_list(limit: int) -> None:
+    """List campaigns newest first: state, progress and outcome counts."""
+    rows = _store().campaigns.list(limit)
+    if not rows:
+        click.echo("no campaigns")
+        return
+    header = f"{'ID':<14} {'STATE':<10} {'DONE':>13} {'SENT':>8} {'FAILED':>7} {'EXPIRED':>7}  {'CREATED':<19}  STORY"
+    click.echo(header)
+    for c in rows:
+        done = f"{_progress(c)}/{c['targeted']}"
+        click.echo(
+            f"{c['id']:<14} {c['state']:<10} {done:>13} {c['sent']:>8} {c['failed']:>7} {c['expired']:>7}"
+            f"  {_when(c['created_at']):<19}  {c['story'].get('title', '')[:60]}"
+        )
+
+
+@main.group("campaign")
+def campaign_group() -> None:
+    """Inspect or cancel one campaign (ids from `storypush campaigns`)."""
+
+
+def _get_campaign(campaign_id: str) -> dict:
+    campaign = _store().campaigns.get(campaign_id)
+    if campaign is None:
+        raise click.ClickException(f"no campaign {campaign_id}")
+    return campaign
+
+
+def _show(campaign: dict) -> None:
+    story = campaign["story"]
+    click.echo(f"campaign {campaign['id']}: {campaign['state']}")
+    click.echo(f"  story     {story.get('id')}  {story.get('title', '')}")
+    click.echo(f"  topics    {', '.join(story.get('topics', []))}")
+    for name in ("targeted", "sent", "failed", "expired", "retrying", "delivered", "clicked", "dismissed"):
+        click.echo(f"  {name:<9} {campaign[name]}")
+    for name in ("created_at", "send_at", "started_at", "finished_at"):
+        if campaign.get(name) or name != "send_at":
+            click.echo(f"  {name.removesuffix('_at'):<9} {_when(campaign.get(name))}")
+    for reason, count in sorted(campaign["errors"].items(), key=lambda item: -item[1]):
+        click.echo(f"  error     {reason}: {count}")
+
+
+@campaign_group.command("show")
+@click.argument("campaign_id")
+@click.option("--follow", is_flag=True, help="Show a progress bar until the campaign is done, cancelled or failed.")
+@click.option("--interval", default=1.0, show_default=True, type=float, help="Seconds between polls with --follow.")
+def campaign_show(campaign_id: str, follow: bool, interval: float) -> None:
+    """Print a campaign's state, counters, timeline and errors by reason."""
+    campaign = _get_campaign(campaign_id)
+    if follow and campaign["state"] not in FINAL_CAMPAIGN_STATES:
+        store = _store()
+        # The audience size is known once the campaign starts; until then the bar waits at 0.
+        with click.progressbar(length=max(1, campaign["targeted"]), label=f"campaign {campaign_id}") as bar:
+            shown = 0
+            while True:
+                campaign = store.campaigns.get(campaign_id) or campaign
+                bar.length = max(1, campaign["targeted"])
+                bar.update(_progress(campaign) - shown)
+                shown = _progress(campaign)
+                if campaign["state"] in FINAL_CAMPAIGN_STATES:
+                    break
+                time.sleep(interval)
+    _show(campaign)
+
+
+@campaign_group.command("cancel")
+@click.argument("campaign_id")
+def campaign_cancel(campaign_id: str) -> None:
+    """Cancel a campaign that is scheduled, queued or sending; batches not yet sent skip it."""
+    store = _store()
+    campaign = _get_campaign(campaign_id)
+    # Checked first: `cancel()` also reports success for an already-cancelled campaign.
+    if campaign["state"] in FINAL_CAMPAIGN_STATES or not store.campaigns.cancel(campaign_id):
+        raise click.ClickException(f"campaign {campaign_id} is already {store.campaigns.state(campaign_id)}")
+    click.echo(f"campaign {campaign_id} cancelled ({_progress(campaign)} of {campaign['targeted']} already done)")
+
+
+@main.group("subscribers")
+def subscribers_group() -> None:
+    """Subscriber figures."""
+
+
+@subscribers_group.command("stats")
+def subscribers_stats() -> None:
+    """Total subscribers, followers per topic, and the soft-prompt funnel."""
+    store = _store()
+    click.echo(f"subscribers  {store.subscriptions.count()}")
+    for topic, count in store.subscriptions.count_by_topic().items():
+        click.echo(f"  {topic:<20} {count}")
+    funnel = store.prompt_funnel()
+    click.echo("prompt funnel  " + "  ".join(f"{kind} {count}" for kind, count in funnel.items()))
+
+
 if __name__ == "__main__":
     main()

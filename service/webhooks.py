@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from rq import Queue
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -13,6 +13,19 @@ from .state import current_state
 from .stories import StoryData, StoryEvent, StoryRef
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+_OUTCOME_BY_STATUS = {401: "unauthorized", 404: "not_found"}
+
+
+@bp.after_request
+def _count_call(response: Response) -> Response:
+    """Count every call by outcome for `storypush_webhook_calls_total`."""
+    status = response.status_code
+    outcome = g.get("webhook_outcome") or _OUTCOME_BY_STATUS.get(status)
+    if outcome is None:
+        outcome = "accepted" if status < 300 else "invalid" if status < 500 else "error"
+    current_state().store.metrics.count_webhook(outcome)
+    return response
 
 
 def _verified_body() -> bytes:
@@ -43,6 +56,7 @@ def cms() -> tuple[Response, int]:
     message_id = request.headers["webhook-id"]
     seen = store.campaigns.campaign_for_webhook(message_id)
     if seen is not None:
+        g.webhook_outcome = "duplicate"
         return jsonify({"campaign": seen, "status": store.campaigns.state(seen).value}), 200
     event = parse_model(StoryEvent, read_json())
     context = {"topics": store.topic_ids}
@@ -55,4 +69,6 @@ def cms() -> tuple[Response, int]:
     queue = Queue(state.settings.queue_name, connection=state.queue_connection)
     result = publishing.publish(store, queue, story.as_story(), story.send_at_timestamp())
     store.campaigns.remember_webhook(message_id, result.campaign_id)
+    if not result.created:
+        g.webhook_outcome = "duplicate"
     return _answer(result, 202 if result.created else 200)

@@ -16,6 +16,7 @@ from ..settings import Settings
 from ..topics import Topic
 from . import keys
 from .campaign_store import AudienceStore, CampaignStore
+from .metrics_store import MetricsStore
 from .subscription_store import SubscriptionStore
 
 PROMPT_EVENTS = ("shown", "accepted", "declined", "denied")
@@ -56,6 +57,10 @@ class Store:
     @cached_property
     def audiences(self) -> AudienceStore:
         return AudienceStore(self.client)
+
+    @cached_property
+    def metrics(self) -> MetricsStore:
+        return MetricsStore(self.client)
 
     @cached_property
     def topic_ids(self) -> frozenset[str]:

@@ -39,6 +39,7 @@ CAMPAIGN_TTL = 30 * 86400
 MARKER_TTL = 3 * 86400
 
 # KEYS: campaign. ARGV: to_state, now, timestamp field ('' for none), allowed from states...
+# Returns 1 if this call moved the state, 0 otherwise (already there, final, or missing).
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
@@ -46,10 +47,10 @@ for i = 4, #ARGV do
   if state == ARGV[i] then
     redis.call('HSET', KEYS[1], 'state', ARGV[1])
     if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], ARGV[3], ARGV[2]) end
-    return ARGV[1]
+    return 1
   end
 end
-return state
+return 0
 """
 
 # KEYS: campaign, planned-units set. ARGV: unit ids...
@@ -201,7 +202,7 @@ class CampaignStore:
             keys=[keys.campaign(campaign_id)],
             args=[to.value, time.time(), stamp, *(s.value for s in allowed_from)],
         )
-        return result is not None and result.decode() == to.value
+        return result == 1
 
     def cancel(self, campaign_id: str) -> bool:
         """Cancel unless already final; batches not yet sent then skip their work."""

@@ -84,3 +84,16 @@ def campaign_units_done(campaign_id: str) -> str:
 def campaign_lease(campaign_id: str, unit_id: str) -> str:
     """Held by the one worker sending a unit, so two workers never race on it."""
     return f"{PREFIX}c:{campaign_id}:lease:{unit_id}"
+
+
+# -- metrics: one hash per metric family, shared by every web and worker process --
+
+METRICS_PUSHES = PREFIX + "metrics:pushes"
+METRICS_PUSH_DURATION = PREFIX + "metrics:push_duration"
+METRICS_CAMPAIGN_DURATION = PREFIX + "metrics:campaign_duration"
+METRICS_WEBHOOKS = PREFIX + "metrics:webhooks"
+
+
+def metrics_rate(minute: int) -> str:
+    """Pushes answered during one minute (Unix time // 60); expires after the chart's hour."""
+    return f"{PREFIX}metrics:rate:{minute}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import UTC
 
 import pytest
 from rq import Queue
@@ -30,9 +31,9 @@ def signed(secret: str, payload: dict, message_id: str | None = None, timestamp:
     body = json.dumps(payload)
     message_id = message_id or f"msg_{uuid.uuid4().hex}"
     when = timestamp if timestamp is not None else time.time()
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    signature = Webhook(secret).sign(message_id, datetime.fromtimestamp(when, tz=timezone.utc), body)
+    signature = Webhook(secret).sign(message_id, datetime.fromtimestamp(when, tz=UTC), body)
     headers = {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(when)),

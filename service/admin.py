@@ -1,0 +1,282 @@
+"""The operator dashboard and API under `/admin`, all behind `STORYPUSH_ADMIN_TOKEN`.
+
+Two ways in: `Authorization: Bearer <token>` (scripts, monitoring) or a sign-in
+form that sets a signed session cookie (people). The cookie is signed with a key
+derived from the admin token, so there is no second secret to manage and
+changing the token signs everyone out. Cookie-authenticated POSTs must carry the
+session's CSRF token; bearer requests need none (a browser never adds that
+header by itself). No token configured: every route answers 401.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, send_from_directory, url_for
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.wrappers import Response as BaseResponse
+
+from . import metrics
+from .errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited, Unauthorized
+from .http import client_id
+from .state import current_state
+from .store.campaign_store import FINAL_STATES, CampaignState
+
+bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
+
+ASSETS_DIR = Path(__file__).resolve().parent / "templates" / "admin"
+ASSETS = frozenset({"dashboard.js", "admin.css"})
+SESSION_COOKIE = "sp_admin"
+SESSION_MAX_AGE = 12 * 3600
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.login_submit"})
+# Sign-in attempts per client per minute: a token can't be guessed, but don't invite trying.
+LOGIN_ATTEMPTS_PER_MINUTE = 10
+MAX_CAMPAIGNS = 500
+# Scripts and styles only from our own origin: no inline JS for an injected string to become.
+CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+
+
+# -- authentication -----------------------------------------------------------------
+
+
+def _serializer(admin_token: str) -> URLSafeTimedSerializer:
+    key = hmac.new(admin_token.encode(), b"storypush admin session v1", hashlib.sha256).digest()
+    return URLSafeTimedSerializer(key, salt="storypush-admin-session")
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _bearer() -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def _session(admin_token: str) -> dict[str, Any] | None:
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    try:
+        data = _serializer(admin_token).loads(raw, max_age=SESSION_MAX_AGE)
+    except BadSignature:  # also covers an expired signature
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("csrf"), str) else None
+
+
+def _csrf_sent() -> str:
+    return request.headers.get(CSRF_HEADER) or request.form.get("csrf_token") or ""
+
+
+def _refuse(message: str) -> BaseResponse:
+    """401: JSON for the API, the sign-in page (or a redirect to it) for pages."""
+    if request.path.startswith("/admin/api/"):
+        raise Unauthorized(message)
+    if current_state().settings.admin_token is None:
+        return Response(render_template("admin/login.html", error=message, disabled=True), status=401)
+    return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+
+
+@bp.before_request
+def _authorize() -> BaseResponse | None:
+    """Let through a valid bearer token, or a valid session (with CSRF token on writes)."""
+    admin_token = current_state().settings.admin_token
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if admin_token is None:
+        return _refuse("admin is disabled: STORYPUSH_ADMIN_TOKEN is not set")
+    bearer = _bearer()
+    if bearer is not None:
+        if not _same(bearer, admin_token):
+            raise Unauthorized("wrong admin token")
+        g.admin_auth = "bearer"
+        return None
+    session = _session(admin_token)
+    if session is None:
+        return _refuse("sign in with the admin token")
+    if request.method not in SAFE_METHODS and not _same(_csrf_sent(), session["csrf"]):
+        raise Forbidden("missing or wrong CSRF token")
+    g.admin_auth, g.csrf_token = "session", session["csrf"]
+    return None
+
+
+@bp.after_request
+def _harden(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if response.status_code == 401 and request.path.startswith("/admin/api/"):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="storypush admin"'
+    return response
+
+
+@bp.get("/login")
+def login() -> tuple[str, int]:
+    """The sign-in form (asks for the admin token)."""
+    disabled = current_state().settings.admin_token is None
+    error = "admin is disabled: STORYPUSH_ADMIN_TOKEN is not set" if disabled else None
+    return render_template("admin/login.html", error=error, disabled=disabled), 401 if disabled else 200
+
+
+@bp.post("/login")
+def login_submit() -> BaseResponse | tuple[str, int]:
+    """Check the token; on success set the session cookie and go to the dashboard."""
+    state = current_state()
+    admin_token = state.settings.admin_token
+    wait = state.store.hit_rate_limit(f"admin-login:{client_id()}", LOGIN_ATTEMPTS_PER_MINUTE)
+    if wait:
+        raise RateLimited("too many sign-in attempts", retry_after=wait)
+    if admin_token is None or not _same(request.form.get("token", ""), admin_token):
+        error = "admin is disabled: STORYPUSH_ADMIN_TOKEN is not set" if admin_token is None else "wrong token"
+        return render_template("admin/login.html", error=error, disabled=admin_token is None), 401
+    target = request.args.get("next", "")
+    response = redirect(target if target.startswith("/admin") and "//" not in target else url_for("admin.dashboard"))
+    cookie = _serializer(admin_token).dumps({"csrf": secrets.token_urlsafe(32)})
+    response.set_cookie(
+        SESSION_COOKIE, cookie, max_age=SESSION_MAX_AGE, path="/admin", secure=True, httponly=True, samesite="Strict"
+    )
+    return response
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse:
+    """Forget the session cookie (CSRF-checked like every cookie POST)."""
+    response = redirect(url_for("admin.login"))
+    response.delete_cookie(SESSION_COOKIE, path="/admin", secure=True, httponly=True, samesite="Strict")
+    return response
+
+
+# -- pages ----------------------------------------------------------------------------
+
+
+@bp.get("/")
+@bp.get("")
+def dashboard() -> str:
+    """Campaigns, send rate, queues, workers, failed jobs, subscribers, prompt funnel."""
+    return render_template("admin/dashboard.html", csrf_token=g.get("csrf_token", ""))
+
+
+@bp.get("/campaigns/<campaign_id>")
+def campaign_page(campaign_id: str) -> str:
+    """One campaign: counters, errors by reason, timeline, Cancel."""
+    campaign = current_state().store.campaigns.get(campaign_id)
+    if campaign is None:
+        raise NotFound(f"no campaign {campaign_id}")
+    return render_template("admin/campaign.html", campaign=campaign, csrf_token=g.get("csrf_token", ""))
+
+
+@bp.get("/assets/<name>")
+def asset(name: str) -> Response:
+    """The dashboard's own script and stylesheet (no build step, no CDN)."""
+    if name not in ASSETS:
+        raise NotFound(f"no asset {name}")
+    return send_from_directory(ASSETS_DIR, name, max_age=0)
+
+
+# -- operator API ---------------------------------------------------------------------
+
+
+@bp.get("/api/overview")
+def overview() -> Response:
+    """Subscribers, queues, workers, send rate and prompt funnel in one poll."""
+    state = current_state()
+    store, connection = state.store, state.queue_connection
+    names = metrics.queue_names(connection, state.settings.queue_name)
+    funnel = store.prompt_funnel()
+    return jsonify(
+        {
+            "subscribers": {"total": store.subscriptions.count(), "by_topic": store.subscriptions.count_by_topic()},
+            "queues": [{"name": name, **metrics.queue_counts(connection, name)} for name in names],
+            "workers": metrics.worker_rows(connection),
+            "send_rate": round(store.metrics.send_rate(), 3),
+            "prompt_funnel": {**funnel, "subscribed": store.metrics.subscriptions_created()},
+        }
+    )
+
+
+def _limit(raw: str | None, default: int = 50) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_CAMPAIGNS:
+        raise InvalidField(f"limit must be a whole number from 1 to {MAX_CAMPAIGNS}", field="limit")
+    return int(raw)
+
+
+@bp.get("/api/campaigns")
+def campaigns() -> Response:
+    """Campaigns, newest first (`limit` 1..500, default 50)."""
+    limit = _limit(request.args.get("limit"))
+    return jsonify({"campaigns": current_state().store.campaigns.list(limit)})
+
+
+@bp.get("/api/campaigns/<campaign_id>")
+def campaign(campaign_id: str) -> Response:
+    """One campaign as CONTRACT.md shows it."""
+    found = current_state().store.campaigns.get(campaign_id)
+    if found is None:
+        raise NotFound(f"no campaign {campaign_id}", field="id")
+    return jsonify(found)
+
+
+@bp.post("/api/campaigns/<campaign_id>/cancel")
+def cancel_campaign(campaign_id: str) -> Response:
+    """Cancel a campaign that is not final yet; batches not yet sent skip their work."""
+    campaigns_ = current_state().store.campaigns
+    state = campaigns_.state(campaign_id)
+    if state is None:
+        raise NotFound(f"no campaign {campaign_id}", field="id")
+    # Checked first: `cancel()` also reports success for an already-cancelled campaign.
+    if state in FINAL_STATES or not campaigns_.cancel(campaign_id):
+        raise Conflict(f"campaign is already {campaigns_.state(campaign_id)}", field="state")
+    return jsonify(campaigns_.get(campaign_id))
+
+
+@bp.get("/api/send-rate")
+def send_rate() -> Response:
+    """Pushes per second per minute for the chart (`minutes` 1..120, default 60)."""
+    raw = request.args.get("minutes", "60")
+    if not raw.isdigit() or not 1 <= int(raw) <= 120:
+        raise InvalidField("minutes must be a whole number from 1 to 120", field="minutes")
+    buckets = current_state().store.metrics.rate_buckets(int(raw))
+    return jsonify({"points": [{"minute": start, "rate": round(count / 60, 3)} for start, count in buckets]})
+
+
+@bp.get("/api/failed-jobs")
+def failed_jobs() -> Response:
+    """Failed RQ jobs, newest first, with the error each ended on."""
+    state = current_state()
+    names = metrics.queue_names(state.queue_connection, state.settings.queue_name)
+    return jsonify({"jobs": metrics.failed_jobs(state.queue_connection, names)})
+
+
+@bp.post("/api/failed-jobs/<job_id>/retry")
+def retry_failed_job(job_id: str) -> Response:
+    """Put a failed job back on its queue."""
+    state = current_state()
+    names = metrics.queue_names(state.queue_connection, state.settings.queue_name)
+    metrics.retry_failed_job(state.queue_connection, names, job_id)
+    return jsonify({"id": job_id, "status": "queued"})
+
+
+@bp.post("/api/failed-jobs/<job_id>/delete")
+def delete_failed_job(job_id: str) -> Response:
+    """Forget a failed job."""
+    state = current_state()
+    names = metrics.queue_names(state.queue_connection, state.settings.queue_name)
+    metrics.delete_failed_job(state.queue_connection, names, job_id)
+    return jsonify({"id": job_id, "status": "deleted"})
+
+
+def is_final(state: str) -> bool:
+    """For templates: whether Cancel makes sense."""
+    return CampaignState(state) in FINAL_STATES
+
+
+bp.add_app_template_global(is_final, "campaign_is_final")

@@ -1,0 +1,168 @@
+"""Operational counters in Redis: one hash per metric family, shared by every process.
+
+Web and worker processes on several machines all add to the same totals, so
+`/metrics` answers the same whichever gunicorn worker serves the scrape and
+nothing is lost when a process restarts (no per-process state, unlike
+prometheus-client's own multiprocess mode, which only works on one machine).
+Workers count a batch's outcomes in memory (`PushTally`) and write them in one
+round trip per flush, so counting costs no Redis call per push.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass, field
+
+import redis
+
+from . import keys
+
+PUSH_RESULTS = ("sent", "expired", "failed", "retry")
+WEBHOOK_OUTCOMES = ("accepted", "duplicate", "unauthorized", "invalid", "not_found", "error")
+PUSH_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A campaign to a few thousand subscribers takes seconds; a million, minutes.
+CAMPAIGN_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Rate buckets outlive the dashboard's one-hour chart by a margin.
+RATE_TTL = 2 * 3600
+NO_ORIGIN = "none"  # outcomes without a push: the subscriber left before the batch ran
+
+
+def push_origin(endpoint: str) -> str:
+    """scheme://host[:port] of a push endpoint: a label with few values, never the capability URL."""
+    cut = endpoint.find("/", 8)  # the first "/" after "https://"
+    return endpoint if cut < 0 else endpoint[:cut]
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(float(value))
+
+
+@dataclass
+class Histogram:
+    """A histogram as Prometheus wants it: cumulative bucket counts, sum and count."""
+
+    buckets: list[tuple[str, int]]
+    sum: float
+    count: int
+
+
+@dataclass
+class PushTally:
+    """One batch's push outcomes since its last flush, counted in memory."""
+
+    results: Counter[tuple[str, str]] = field(default_factory=Counter)
+    durations: Counter[str] = field(default_factory=Counter)
+    duration_sum: float = 0.0
+    pushes: int = 0
+    # (origin, result, reason, status) of everything that was not sent, for the batch's log lines.
+    problems: Counter[tuple[str, str, str, int | None]] = field(default_factory=Counter)
+
+    def add(
+        self, endpoint: str | None, result: str, elapsed: float | None, reason: str = "", status: int | None = None
+    ) -> None:
+        """Count one outcome; `endpoint` None means no push was made (subscriber gone)."""
+        origin = push_origin(endpoint) if endpoint else NO_ORIGIN
+        self.results[(result, origin)] += 1
+        if endpoint is not None:
+            self.pushes += 1
+        if elapsed is not None:
+            index = bisect_left(PUSH_DURATION_BUCKETS, elapsed)
+            bound = PUSH_DURATION_BUCKETS[index] if index < len(PUSH_DURATION_BUCKETS) else float("inf")
+            self.durations[_bound(bound)] += 1
+            self.duration_sum += elapsed
+        if result != "sent":
+            self.problems[(origin, result, reason, status)] += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.results)
+
+
+class MetricsStore:
+    """Write and read the counters behind `/metrics` and the dashboard's send rate."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+
+    # -- writes ------------------------------------------------------------------
+
+    def record_pushes(self, tally: PushTally, now: float | None = None) -> None:
+        """Add a batch's tally (one round trip, no transaction: counters only ever grow)."""
+        if not tally:
+            return
+        minute = int((now or time.time()) // 60)
+        pipe = self.client.pipeline(transaction=False)
+        for (result, origin), count in tally.results.items():
+            pipe.hincrby(keys.METRICS_PUSHES, f"{result}|{origin}", count)
+        if tally.durations:
+            for bound, count in tally.durations.items():
+                pipe.hincrby(keys.METRICS_PUSH_DURATION, bound, count)
+            pipe.hincrby(keys.METRICS_PUSH_DURATION, "count", sum(tally.durations.values()))
+            pipe.hincrbyfloat(keys.METRICS_PUSH_DURATION, "sum", tally.duration_sum)
+        if tally.pushes:
+            pipe.incrby(keys.metrics_rate(minute), tally.pushes)
+            pipe.expire(keys.metrics_rate(minute), RATE_TTL)
+        pipe.execute()
+
+    def observe_campaign_duration(self, seconds: float) -> None:
+        """A campaign reached done after `seconds` from its start."""
+        index = bisect_left(CAMPAIGN_DURATION_BUCKETS, seconds)
+        bound = CAMPAIGN_DURATION_BUCKETS[index] if index < len(CAMPAIGN_DURATION_BUCKETS) else float("inf")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(keys.METRICS_CAMPAIGN_DURATION, _bound(bound), 1)
+        pipe.hincrby(keys.METRICS_CAMPAIGN_DURATION, "count", 1)
+        pipe.hincrbyfloat(keys.METRICS_CAMPAIGN_DURATION, "sum", max(0.0, seconds))
+        pipe.execute()
+
+    def count_webhook(self, outcome: str) -> None:
+        if outcome not in WEBHOOK_OUTCOMES:
+            raise ValueError(outcome)
+        self.client.hincrby(keys.METRICS_WEBHOOKS, outcome, 1)
+
+    # -- reads -------------------------------------------------------------------
+
+    def pushes(self) -> dict[tuple[str, str], int]:
+        """{(result, origin): count} since the store was created."""
+        raw = self.client.hgetall(keys.METRICS_PUSHES)
+        counts: dict[tuple[str, str], int] = {}
+        for name, value in raw.items():
+            result, _, origin = name.decode().partition("|")
+            counts[(result, origin)] = int(value)
+        return counts
+
+    def webhook_calls(self) -> dict[str, int]:
+        raw = {k.decode(): int(v) for k, v in self.client.hgetall(keys.METRICS_WEBHOOKS).items()}
+        return {outcome: raw.get(outcome, 0) for outcome in WEBHOOK_OUTCOMES}
+
+    def push_durations(self) -> Histogram:
+        return self._histogram(keys.METRICS_PUSH_DURATION, PUSH_DURATION_BUCKETS)
+
+    def campaign_durations(self) -> Histogram:
+        return self._histogram(keys.METRICS_CAMPAIGN_DURATION, CAMPAIGN_DURATION_BUCKETS)
+
+    def _histogram(self, key: str, bounds: tuple[float, ...]) -> Histogram:
+        raw = {k.decode(): v for k, v in self.client.hgetall(key).items()}
+        buckets, running = [], 0
+        for bound in (*bounds, float("inf")):
+            running += int(raw.get(_bound(bound), 0))
+            buckets.append((_bound(bound), running))
+        return Histogram(buckets, float(raw.get("sum", 0)), int(raw.get("count", 0)))
+
+    def rate_buckets(self, minutes: int, now: float | None = None) -> list[tuple[int, int]]:
+        """[(minute start as Unix time, pushes)] for the last `minutes` minutes, oldest first."""
+        current = int((now or time.time()) // 60)
+        first = current - minutes + 1
+        values = self.client.mget([keys.metrics_rate(m) for m in range(first, current + 1)])
+        return [(m * 60, int(v or 0)) for m, v in zip(range(first, current + 1), values, strict=True)]
+
+    def send_rate(self, now: float | None = None) -> float:
+        """Pushes per second over the last 60 s: this minute plus the overlapping part of the last."""
+        now = now or time.time()
+        (_, previous), (_, current) = self.rate_buckets(2, now)
+        into_minute = (now % 60) / 60
+        return (previous * (1 - into_minute) + current) / 60
+
+    def subscriptions_created(self) -> int:
+        """Subscriptions ever created (the id sequence): the funnel's "subscribed" step."""
+        return int(self.client.get(keys.SUBSCRIPTION_SEQ) or 0)

@@ -1,0 +1,12 @@
+"""Jobs for tests that need RQ to run something: importable by any worker, like rq's `tests/fixtures.py`."""
+
+from __future__ import annotations
+
+
+def explode(message: str) -> None:
+    """Always fails, so the job lands in RQ's FailedJobRegistry with `message` as its error."""
+    raise RuntimeError(message)
+
+
+def succeed(value: str = "ok") -> str:
+    return value

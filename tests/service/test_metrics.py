@@ -1,0 +1,166 @@
+"""`/metrics` after a real fan-out (real Redis, RQ jobs, HTTPS push-service simulator), and JSON logs.
+
+Every counter lives in Redis, so a second app (another gunicorn worker, another
+machine) must scrape exactly the same figures as the first.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service import create_app
+from service.logs import _StorypushHandler, configure_logging, endpoint_ref
+from service.store.metrics_store import PushTally, push_origin
+from tests.service.test_admin import BEARER
+from tests.service.test_webhooks import STORY, post
+from tests.workers.test_fanout import drain, publish, subscribe
+from workers.runtime import Runtime, set_runtime
+
+
+def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} from `/metrics`."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+@pytest.fixture
+def fanout(fanout_settings, vapid_key, redis_client):
+    app = create_app(fanout_settings)
+    set_runtime(Runtime(fanout_settings))
+    yield app
+    set_runtime(None)
+
+
+@pytest.fixture
+def json_logs():
+    """Capture JSON log lines as the worker and web processes write them."""
+    stream = io.StringIO()
+    configure_logging("worker", stream=stream)
+    yield stream
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StorypushHandler)]:
+        root.removeHandler(handler)
+
+
+def test_metrics_after_a_real_fan_out(fanout, sim, vapid_key, webhook_secret, redis_client, json_logs):
+    client = fanout.test_client()
+    subs = sim.mint(12, vapid_key.public_bytes)
+    subscribe(client, subs[:9], ["animals"])
+    subscribe(client, subs[9:], ["animals", "sport"])
+    sim.fail(subs[0]["endpoint"], [410])
+    sim.fail(subs[1]["endpoint"], [403])
+    campaign = publish(fanout, webhook_secret)
+    drain(redis_client, "storypush")
+    assert fanout.extensions["storypush"].store.campaigns.get(campaign)["state"] == "done"
+
+    samples = scrape(client)
+    origin = sim.origin
+    assert value(samples, "storypush_pushes_total", result="sent", origin=origin) == 10
+    assert value(samples, "storypush_pushes_total", result="expired", origin=origin) == 1
+    assert value(samples, "storypush_pushes_total", result="failed", origin=origin) == 1
+    assert value(samples, "storypush_push_duration_seconds_count") == 12
+    assert value(samples, "storypush_push_duration_seconds_bucket", le="+Inf") == 12
+    assert 0 < value(samples, "storypush_push_duration_seconds_sum") < 12 * 10
+    assert value(samples, "storypush_campaign_duration_seconds_count") == 1
+    assert value(samples, "storypush_webhook_calls_total", outcome="accepted") == 1
+    assert value(samples, "storypush_subscribers_total") == 11  # the 410 removed one
+    assert value(samples, "storypush_subscribers", topic="animals") == 11
+    assert value(samples, "storypush_subscribers", topic="sport") == 3
+    assert value(samples, "storypush_queue_jobs", queue="storypush", state="queued") == 0
+    assert value(samples, "storypush_queue_jobs", queue="storypush", state="failed") == 0
+
+    # another process (its own app, connections and registry) scrapes the same figures
+    other = create_app(fanout.extensions["storypush"].settings).test_client()
+    assert scrape(other) == samples
+    overview = client.get("/admin/api/overview", headers=BEARER).get_json()
+    assert overview["send_rate"] > 0
+
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+    assert {"time", "level", "logger", "message", "process"} <= set(lines[0])
+    mine = [line for line in lines if line.get("campaign_id") == campaign]
+    assert any(line["message"].startswith(f"campaign {campaign} done") for line in mine)
+    refused = [line for line in mine if line.get("status") == 403]
+    assert refused and refused[0]["level"] == "WARNING" and refused[0]["origin"] == origin
+    assert all(line.get("job_id", "").startswith("sp-") for line in mine)
+    text = json_logs.getvalue()
+    for sub in subs:  # capability URLs and keys never reach the log
+        assert sub["endpoint"] not in text and sub["endpoint"].rsplit("/", 1)[1] not in text
+        assert sub["keys"]["auth"] not in text
+
+
+def test_webhook_calls_are_counted_by_outcome(client, webhook_secret):
+    assert post(client, webhook_secret, {"type": "story.published", "data": STORY}).status_code == 202
+    assert post(client, webhook_secret, {"type": "story.published", "data": STORY}).status_code == 200
+    for _ in range(2):  # a new message id for a known story, then a repeat of that message id
+        again = post(client, webhook_secret, {"type": "story.published", "data": STORY}, message_id="msg_same")
+        assert again.status_code == 200
+    assert post(client, "whsec_" + "A" * 44, {"type": "story.published", "data": STORY}).status_code == 401
+    bad = {"type": "story.published", "data": {**STORY, "url": "not a url"}}
+    assert post(client, webhook_secret, bad).status_code == 422
+    gone = {"type": "story.updated", "data": {**STORY, "id": "never-published"}}
+    assert post(client, webhook_secret, gone).status_code == 404
+    samples = scrape(client)
+    counts = {o: value(samples, "storypush_webhook_calls_total", outcome=o) for o in ("accepted", "duplicate")}
+    assert counts == {"accepted": 1, "duplicate": 3}
+    assert value(samples, "storypush_webhook_calls_total", outcome="unauthorized") == 1
+    assert value(samples, "storypush_webhook_calls_total", outcome="invalid") == 1
+    assert value(samples, "storypush_webhook_calls_total", outcome="not_found") == 1
+
+
+def test_tally_counts_results_origins_and_buckets():
+    tally = PushTally()
+    tally.add("https://fcm.googleapis.com/fcm/send/abc", "sent", 0.01)  # on a bucket bound: counted in it
+    tally.add("https://127.0.0.1:8443/push/tok", "retry", 0.3, "http_429", 429)
+    tally.add(None, "expired", None, "unsubscribed")
+    tally.add("https://updates.push.services.mozilla.com/wpush/v2/x", "failed", 11.0, "http_403", 403)
+    assert tally.results == {
+        ("sent", "https://fcm.googleapis.com"): 1,
+        ("retry", "https://127.0.0.1:8443"): 1,
+        ("expired", "none"): 1,
+        ("failed", "https://updates.push.services.mozilla.com"): 1,
+    }
+    assert tally.pushes == 3
+    assert tally.durations == {"0.01": 1, "0.5": 1, "+Inf": 1}
+    assert ("https://127.0.0.1:8443", "retry", "http_429", 429) in tally.problems
+    assert push_origin("https://push.apple.com") == "https://push.apple.com"
+
+
+def test_histogram_is_cumulative_and_rate_is_a_sliding_minute(store):
+    tally = PushTally()
+    for elapsed in (0.005, 0.02, 0.02, 3.0):
+        tally.add("https://fcm.googleapis.com/x", "sent", elapsed)
+    now = 1_800_000_030.0  # half-way through a minute
+    store.metrics.record_pushes(tally, now=now - 60)  # previous minute: 4 pushes
+    store.metrics.record_pushes(tally, now=now)  # this minute: 4 more
+    histogram = store.metrics.push_durations()
+    assert dict(histogram.buckets)["0.01"] == 2 and dict(histogram.buckets)["0.025"] == 6
+    assert dict(histogram.buckets)["+Inf"] == histogram.count == 8
+    assert histogram.sum == pytest.approx(2 * 3.045)
+    assert store.metrics.send_rate(now=now) == pytest.approx((4 * 0.5 + 4) / 60)
+    assert store.metrics.pushes() == {("sent", "https://fcm.googleapis.com"): 8}
+
+
+def test_metrics_need_no_auth_but_admin_does(client):
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/admin/api/overview").status_code == 401
+
+
+def test_endpoint_ref_is_short_and_stable():
+    endpoint = "https://fcm.googleapis.com/fcm/send/x"
+    assert endpoint_ref(endpoint) == endpoint_ref(endpoint) and len(endpoint_ref(endpoint)) == 12
+    assert "fcm" not in endpoint_ref(endpoint)
