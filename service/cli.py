@@ -148,7 +148,7 @@ def publish(**options: object) -> None:
     click.echo(f"campaign {result.campaign_id} {verb}: {result.status}")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
 @click.pass_context
 def bench(ctx: click.Context) -> None:
     """The fan-out benchmark (see README): storypush vs pywebpush against a local push-service simulator."""
