@@ -140,10 +140,7 @@ def publish(**options: object) -> None:
         story = StoryData.model_validate(data, context={"topics": state.store.topic_ids})
     except ValidationError as exc:
         raise click.ClickException(str(exc)) from None
-    from rq import Queue
-
-    queue = Queue(settings.queue_name, connection=state.queue_connection)
-    result = publishing.publish(state.store, queue, story.as_story(), story.send_at_timestamp())
+    result = publishing.publish(state.store, state.queue, story.as_story(), story.send_at_timestamp())
     verb = "created" if result.created else "already exists"
     click.echo(f"campaign {result.campaign_id} {verb}: {result.status}")
 

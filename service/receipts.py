@@ -9,7 +9,6 @@ use to forge one.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ def receipt_key(vapid_key: VapidKey) -> bytes:
 
 
 def _mac(key: bytes, campaign_id: str, subscription_id: int) -> str:
-    digest = hmac.new(key, f"{campaign_id}.{subscription_id}".encode(), hashlib.sha256).digest()[:_MAC_BYTES]
+    digest = hmac.digest(key, f"{campaign_id}.{subscription_id}".encode(), "sha256")[:_MAC_BYTES]
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 

@@ -1,4 +1,6 @@
-"""What one process holds for its life: settings, Redis connections, the VAPID key."""
+"""What one process holds for its life: settings, Redis connections, the queue, the VAPID key.
+
+The web app keeps one in `app.extensions`; a worker process extends it (`workers.runtime`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from functools import cached_property
 
 import redis
 from flask import current_app
+from rq import Queue
 
 from .receipts import receipt_key
 from .settings import BUILTIN_PUSH_HOSTS, Settings
@@ -33,6 +36,10 @@ class AppState:
         if self._urls[0] == self._urls[1]:
             return self.store.client
         return connect(self._urls[0])
+
+    @cached_property
+    def queue(self) -> Queue:
+        return Queue(self.settings.queue_name, connection=self.queue_connection)
 
     @cached_property
     def vapid_key(self) -> VapidKey:

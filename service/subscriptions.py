@@ -1,14 +1,18 @@
 """What a subscription is, and its compact byte form in Redis.
 
 Plain Python: validation and packing are tested without Flask or Redis.
-A packed record is ~260 bytes for a typical FCM endpoint: the keys are stored
-raw (81 bytes instead of 110 base64 characters) and well-known endpoint
-prefixes as one byte, which keeps a subscriber with its indexes under 400 bytes.
+A packed record is ~235 bytes for a typical FCM endpoint: the keys are stored
+raw (81 bytes instead of 110 base64 characters), well-known endpoint prefixes as
+one byte, and the base64url token that ends most endpoints as the bytes it
+spells (6 bits a character). That keeps a record inside Redis's 256-byte
+allocation class and a subscriber with its indexes under 400 bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 import struct
 import time
 from dataclasses import dataclass, field
@@ -26,6 +30,12 @@ ENDPOINT_PREFIXES: tuple[str, ...] = (
 
 _FORMAT_VERSION = 1
 _HEAD = struct.Struct(">BB65s16sIH")  # version, prefix, p256dh, auth, updated_at, endpoint length
+# Prefix byte flag: the endpoint's rest is base64url characters (with at most one
+# ':' as in FCM's "<instance>:<token>") stored as the bytes they decode to.
+_PACKED_TOKEN = 0x80
+_TOKEN_HEAD = struct.Struct(">HH")  # characters, position of ':' (0xFFFF: none)
+_NO_COLON = 0xFFFF
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,34 @@ def _short(text: str | None) -> bytes:
     return bytes([len(data)]) + data
 
 
+def _pack_rest(rest: str) -> tuple[int, bytes]:
+    """(flag, stored bytes) for what follows the endpoint's known prefix."""
+    head, colon, tail = rest.partition(":")
+    token = head + tail
+    if len(token) < 8 or len(rest) > 0xFFFE or not _BASE64URL.match(token) or ":" in tail:
+        return 0, rest.encode()
+    raw = base64.urlsafe_b64decode(token + "A" * (-len(token) % 4))
+    position = len(head) if colon else _NO_COLON
+    return _PACKED_TOKEN, _TOKEN_HEAD.pack(len(token), position) + raw
+
+
+def _unpack_rest(flag: int, data: bytes) -> str:
+    if not flag:
+        return data.decode()
+    length, position = _TOKEN_HEAD.unpack_from(data)
+    # Whole 4-character groups round-trip exactly; the 'A' fill is cut off again.
+    token = base64.urlsafe_b64encode(data[_TOKEN_HEAD.size :]).decode()[:length]
+    return token if position == _NO_COLON else f"{token[:position]}:{token[position:]}"
+
+
 def pack(subscription: Subscription) -> bytes:
     endpoint = subscription.endpoint
     code = max(
         (i for i, prefix in enumerate(ENDPOINT_PREFIXES) if endpoint.startswith(prefix)),
         key=lambda i: len(ENDPOINT_PREFIXES[i]),
     )
-    rest = endpoint[len(ENDPOINT_PREFIXES[code]) :].encode()
+    flag, rest = _pack_rest(endpoint[len(ENDPOINT_PREFIXES[code]) :])
+    code |= flag
     head = _HEAD.pack(_FORMAT_VERSION, code, subscription.p256dh, subscription.auth, subscription.updated_at, len(rest))
     return (
         head
@@ -81,7 +112,8 @@ def unpack(data: bytes) -> Subscription:
     if version != _FORMAT_VERSION:
         raise ValueError(f"unknown subscription record version {version}")
     offset = _HEAD.size
-    endpoint = ENDPOINT_PREFIXES[code] + data[offset : offset + length].decode()
+    prefix = ENDPOINT_PREFIXES[code & ~_PACKED_TOKEN]
+    endpoint = prefix + _unpack_rest(code & _PACKED_TOKEN, data[offset : offset + length])
     offset += length
     strings: list[str] = []
     for _ in range(3):

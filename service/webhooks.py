@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
-from rq import Queue
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from . import publishing
@@ -66,8 +65,7 @@ def cms() -> tuple[Response, int]:
     story = parse_model(StoryData, event.data, prefix="data", **context)
     if event.type == "story.updated":
         return _answer(publishing.update(store, story.as_story()), 200)
-    queue = Queue(state.settings.queue_name, connection=state.queue_connection)
-    result = publishing.publish(store, queue, story.as_story(), story.send_at_timestamp())
+    result = publishing.publish(store, state.queue, story.as_story(), story.send_at_timestamp())
     store.campaigns.remember_webhook(message_id, result.campaign_id)
     if not result.created:
         g.webhook_outcome = "duplicate"

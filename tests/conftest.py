@@ -105,3 +105,14 @@ def fanout_settings(settings: Settings, sim) -> Settings:
     """Settings that accept the simulator as a push service, with small batches."""
     authority = sim.origin.removeprefix("https://")
     return settings.with_overrides(push_hosts=(authority,), batch_size=20, max_attempts=3)
+
+
+@pytest.fixture
+def fanout(fanout_settings: Settings, vapid_key: VapidKey, redis_client: redis.Redis):
+    """The app and an in-process worker runtime sharing the fan-out settings."""
+    from workers.runtime import Runtime, set_runtime
+
+    app = create_app(fanout_settings)
+    set_runtime(Runtime(fanout_settings))
+    yield app
+    set_runtime(None)

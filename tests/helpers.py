@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -12,6 +13,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from service.vapid import b64url
 
 TEST_SUBJECT = "mailto:ops@publisher.example.org"
+
+# The CONTRACT.md example story, as the CMS sends it.
+WALRUS_STORY = {
+    "id": "walrus-our-planet",
+    "title": "Viewers Are Being Broken By The Walrus Scene From Netflix's Our Planet",
+    "body": "The director said it was 'the hardest thing I've ever had to film'.",
+    "url": "https://publisher.example/news/walrus-our-planet",
+    "image": "https://publisher.example/img/walrus.jpg",
+    "topics": ["animals", "tv-and-film"],
+    "send_at": None,
+    "ttl": 14400,
+    "urgency": "normal",
+}
 
 
 @dataclass
@@ -50,3 +64,15 @@ def subscribe_body(endpoint: str | None = None, topics: list[str] | None = None,
         "topics": topics or ["animals"],
         **extra,
     }
+
+
+def kill_embedded_redis(data_dir: Path) -> None:
+    """Kill the redis-server a data dir's pid file names, if it still is one (test cleanup)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(int((data_dir / "redis" / "redis.pid").read_text()))
+        if "redis-server" in proc.name():
+            proc.kill()
+    except (OSError, ValueError, psutil.NoSuchProcess):
+        pass

@@ -9,57 +9,23 @@ built once from the environment (tests call `reset_runtime()` after changing it)
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from functools import cached_property
 
-import redis
-from rq import Queue
+import uvloop
 
-from service.receipts import receipt_key
-from service.settings import Settings, load_settings
-from service.store import Store, connect, open_store, resolve_redis_urls
-from service.vapid import VapidKey, require_key
+from service.settings import load_settings
+from service.state import AppState
 
 from .delivery import HttpSender
 from .webpush import VapidHeaders
 
 
-@dataclass
-class Runtime:
-    settings: Settings
-
-    @cached_property
-    def _urls(self) -> tuple[str, str]:
-        return resolve_redis_urls(self.settings)
-
-    @cached_property
-    def store(self) -> Store:
-        return open_store(self._urls[1], self.settings.topics)
-
-    @cached_property
-    def queue_connection(self) -> redis.Redis:
-        return self.store.client if self._urls[0] == self._urls[1] else connect(self._urls[0])
-
-    @cached_property
-    def queue(self) -> Queue:
-        return Queue(self.settings.queue_name, connection=self.queue_connection)
-
-    @cached_property
-    def vapid_key(self) -> VapidKey:
-        return require_key(self.settings)
-
-    @cached_property
-    def receipt_key(self) -> bytes:
-        return receipt_key(self.vapid_key)
+class Runtime(AppState):
+    """The web app's state plus what only senders need."""
 
     @cached_property
     def loop(self) -> asyncio.AbstractEventLoop:
-        try:
-            import uvloop
-
-            return uvloop.new_event_loop()
-        except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without it
-            return asyncio.new_event_loop()
+        return uvloop.new_event_loop()
 
     @cached_property
     def sender(self) -> HttpSender:

@@ -11,7 +11,6 @@ much as the encryption itself.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import time
@@ -32,7 +31,7 @@ _POINT = (serialization.Encoding.X962, serialization.PublicFormat.UncompressedPo
 
 
 def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
+    return hmac.digest(key, data, "sha256")  # one-shot: no HMAC object per call
 
 
 def encrypt(

@@ -30,7 +30,7 @@ from service import create_app
 from service.cli import main
 from service.settings import Settings
 from service.vapid import KEY_FILE
-from tests.helpers import TEST_SUBJECT, subscribe_body
+from tests.helpers import TEST_SUBJECT, kill_embedded_redis, subscribe_body
 
 REPO = Path(__file__).resolve().parents[2]
 # Variables a developer's shell might carry that would change what these commands do.
@@ -120,19 +120,8 @@ def _refusal(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
         pytest.fail(f"storypush {command} started instead of refusing")
     finally:
         # If it got as far as starting the embedded Redis (a bug), do not leave that behind.
-        _kill_leftover_redis(Path(env["STORYPUSH_DATA_DIR"]))
+        kill_embedded_redis(Path(env["STORYPUSH_DATA_DIR"]))
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
-def _kill_leftover_redis(data_dir: Path) -> None:
-    """Kill the redis-server a data dir's pid file names, if it still is one (cleanup only)."""
-    pid_file = data_dir / "redis" / "redis.pid"
-    try:
-        proc = psutil.Process(int(pid_file.read_text()))
-        if "redis-server" in proc.name():
-            proc.kill()
-    except (OSError, ValueError, psutil.NoSuchProcess):
-        pass
 
 
 @pytest.fixture
@@ -298,7 +287,7 @@ def _stop_and_check_all_gone(dev: DevProcess, data_dir: Path, timeout: float = 2
 def dev_data_dir(tmp_path: Path) -> Iterator[Path]:
     data_dir = tmp_path / "var"
     yield data_dir
-    _kill_leftover_redis(data_dir)
+    kill_embedded_redis(data_dir)
 
 
 @pytest.mark.slow

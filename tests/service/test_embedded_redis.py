@@ -15,7 +15,6 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import redis
 
@@ -24,7 +23,7 @@ from service.store import keys
 from service.store.subscription_store import SubscriptionStore
 from service.subscriptions import Subscription
 from service.topics import DEFAULT_TOPICS
-from tests.helpers import BrowserKeys, fcm_endpoint
+from tests.helpers import BrowserKeys, fcm_endpoint, kill_embedded_redis
 
 REPO = Path(__file__).resolve().parents[2]
 TOPIC_IDS = [id_ for id_, _ in DEFAULT_TOPICS]
@@ -34,13 +33,7 @@ TOPIC_IDS = [id_ for id_, _ in DEFAULT_TOPICS]
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     """A data dir whose redis-server, whoever started it, is killed after the test."""
     yield tmp_path
-    pid_file = tmp_path / "redis" / "redis.pid"
-    try:
-        proc = psutil.Process(int(pid_file.read_text()))
-        if "redis-server" in proc.name():
-            proc.kill()
-    except (OSError, ValueError, psutil.NoSuchProcess):
-        pass
+    kill_embedded_redis(tmp_path)
 
 
 def _client(server: EmbeddedRedis) -> redis.Redis:

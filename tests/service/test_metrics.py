@@ -19,7 +19,6 @@ from service.store.metrics_store import PushTally, push_origin
 from tests.service.test_admin import BEARER
 from tests.service.test_webhooks import STORY, post
 from tests.workers.test_fanout import drain, publish, subscribe
-from workers.runtime import Runtime, set_runtime
 
 
 def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -36,14 +35,6 @@ def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def value(samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
-
-
-@pytest.fixture
-def fanout(fanout_settings, vapid_key, redis_client):
-    app = create_app(fanout_settings)
-    set_runtime(Runtime(fanout_settings))
-    yield app
-    set_runtime(None)
 
 
 @pytest.fixture

@@ -12,19 +12,10 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 from standardwebhooks.webhooks import Webhook
 
+from tests.helpers import WALRUS_STORY
 from workers.queueing import campaign_job_id
 
-STORY = {
-    "id": "walrus-our-planet",
-    "title": "Viewers Are Being Broken By The Walrus Scene From Netflix's Our Planet",
-    "body": "The director said it was 'the hardest thing I've ever had to film'.",
-    "url": "https://publisher.example/news/walrus-our-planet",
-    "image": "https://publisher.example/img/walrus.jpg",
-    "topics": ["animals", "tv-and-film"],
-    "send_at": None,
-    "ttl": 14400,
-    "urgency": "normal",
-}
+STORY = WALRUS_STORY
 
 
 def signed(secret: str, payload: dict, message_id: str | None = None, timestamp: float | None = None):

@@ -9,24 +9,13 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from service import create_app
 from tests.service.test_webhooks import STORY, post
 from workers.jobs import send_batch
 from workers.message import topic_header
 from workers.runner import StorypushWorker
-from workers.runtime import Runtime, set_runtime
-
-
-@pytest.fixture
-def fanout(fanout_settings, vapid_key, redis_client):
-    app = create_app(fanout_settings)
-    set_runtime(Runtime(fanout_settings))
-    yield app
-    set_runtime(None)
 
 
 def subscribe(client, subscriptions, topics):

@@ -8,19 +8,11 @@ import json
 import pytest
 
 from service import receipts
+from tests.helpers import WALRUS_STORY
 from workers.delivery import Outcome, classify, parse_retry_after
 from workers.message import MAX_PAYLOAD_BYTES, PushHeaders, build_template, topic_header
 
-STORY = {
-    "id": "walrus-our-planet",
-    "title": "Viewers Are Being Broken By The Walrus Scene From Netflix's Our Planet",
-    "body": "The director said it was 'the hardest thing I've ever had to film'.",
-    "url": "https://publisher.example/news/walrus-our-planet",
-    "image": "https://publisher.example/img/walrus.jpg",
-    "topics": ["animals", "tv-and-film"],
-    "ttl": 14400,
-    "urgency": "normal",
-}
+STORY = {k: v for k, v in WALRUS_STORY.items() if k != "send_at"}
 
 
 def test_message_has_the_contract_shape():
@@ -114,3 +106,18 @@ def test_retry_after_seconds_and_http_date():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 60) == 60
     assert parse_retry_after("soon", 0) is None
     assert classify(429, "30", 0).retry_after == 30
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ("https://fcm.googleapis.com/fcm/send/abc:def", ("fcm.googleapis.com", "/fcm/send/abc:def")),
+        ("https://127.0.0.1:8443/push/x?y=1", ("127.0.0.1:8443", "/push/x?y=1")),
+        ("https://wns2-by3p.notify.windows.com?token=a", ("wns2-by3p.notify.windows.com", "/?token=a")),
+        ("https://[::1]:8443/p", ("[::1]:8443", "/p")),
+    ],
+)
+def test_split_endpoint(endpoint, expected):
+    from workers.delivery import split_endpoint
+
+    assert split_endpoint(endpoint) == expected
