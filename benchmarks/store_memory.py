@@ -6,7 +6,7 @@ Writes N subscriptions with a realistic endpoint mix through `SubscriptionStore.
 (the same Lua script the API uses), then reports the `INFO memory` used_memory delta
 per subscriber and a `MEMORY USAGE` breakdown by key family. Writer processes (one per
 CPU) call `upsert` with its script's calls queued on a pipeline, 500 to a round trip
-(`upsert` takes no pipeline argument yet; see `_Queue`), and a sample is read back to
+(`upsert(..., pipe=)`), and a sample is read back to
 prove the batched path stored exactly what `upsert` means.
 
 The p256dh keys are 65 random bytes behind 0x04, not real P-256 points: the store
@@ -21,7 +21,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 import redis
@@ -55,34 +55,15 @@ def make_subscriptions(n: int, seed: int = 1) -> list[Subscription]:
     return subscriptions
 
 
-class _Queue:
-    """Stands in for the store's upsert script: queues each call on a pipeline.
-
-    So `SubscriptionStore.upsert` itself builds every key and argument (nothing is
-    duplicated here), and a batch travels in one round trip. The (0, 1) it returns is
-    a placeholder; the real (id, created) pairs come back from `pipe.execute()`.
-    """
-
-    def __init__(self, script: Callable[..., object], pipe: redis.client.Pipeline):
-        self.script = script
-        self.pipe = pipe
-
-    def __call__(self, keys: list, args: list) -> tuple[int, int]:
-        self.script(keys=keys, args=args, client=self.pipe)
-        return 0, 1
-
-
 def _write(client_url: str, chunk: Sequence[Subscription], batch: int) -> int:
     """Upsert `chunk` in pipelined batches of `batch`; returns how many were created."""
     client = redis.Redis.from_url(client_url)
     store = SubscriptionStore(client, TOPIC_IDS)
-    script = store._upsert
     created = 0
     for start in range(0, len(chunk), batch):
         pipe = client.pipeline(transaction=False)
-        store._upsert = _Queue(script, pipe)  # type: ignore[method-assign]
         for subscription in chunk[start : start + batch]:
-            store.upsert(subscription)
+            store.upsert(subscription, pipe=pipe)
         created += sum(int(flag) for _, flag in pipe.execute())
     client.close()
     return created

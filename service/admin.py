@@ -21,10 +21,11 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import metrics
-from .errors import Conflict, Forbidden, InvalidField, NotFound, RateLimited, Unauthorized
+from .errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
 from .http import client_id
 from .state import current_state
 from .store.campaign_store import FINAL_STATES, CampaignState
+from .store.rate_limit import RateSlot
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 
@@ -130,9 +131,7 @@ def login_submit() -> BaseResponse | tuple[str, int]:
     """Check the token; on success set the session cookie and go to the dashboard."""
     state = current_state()
     admin_token = state.settings.admin_token
-    wait = state.store.hit_rate_limit(f"admin-login:{client_id()}", LOGIN_ATTEMPTS_PER_MINUTE)
-    if wait:
-        raise RateLimited("too many sign-in attempts", retry_after=wait)
+    state.store.hit_rate_limit(RateSlot.current(f"admin-login:{client_id()}", LOGIN_ATTEMPTS_PER_MINUTE))
     if admin_token is None or not _same(request.form.get("token", ""), admin_token):
         error = "admin is disabled: STORYPUSH_ADMIN_TOKEN is not set" if admin_token is None else "wrong token"
         return render_template("admin/login.html", error=error, disabled=admin_token is None), 401

@@ -5,19 +5,21 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from . import receipts
-from .errors import Forbidden, NotFound, RateLimited
+from .errors import Forbidden, NotFound
 from .http import client_id, parse_body
 from .state import current_state
+from .store.rate_limit import RateSlot
 from .validation import ChangeRequest, PromptEvent, ReceiptEvent, SubscribeRequest, UnsubscribeRequest
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
+def _rate_slot() -> RateSlot:
+    return RateSlot.current(client_id(), current_state().settings.rate_limit_per_minute)
+
+
 def _rate_limit() -> None:
-    state = current_state()
-    wait = state.store.hit_rate_limit(client_id(), state.settings.rate_limit_per_minute)
-    if wait:
-        raise RateLimited("too many requests; try again later", retry_after=wait)
+    current_state().store.hit_rate_limit(_rate_slot())
 
 
 def _validation_context() -> dict:
@@ -40,9 +42,9 @@ def topics() -> Response:
 @bp.post("/subscriptions")
 def subscribe() -> tuple[Response, int]:
     """Create or update (same endpoint) a subscription."""
-    _rate_limit()
     body = parse_body(SubscribeRequest, **_validation_context())
-    id_, created = current_state().store.subscriptions.upsert(body.to_subscription())
+    # The rate limit is counted inside the upsert: one Redis round trip.
+    id_, created = current_state().store.subscriptions.upsert(body.to_subscription(), rate=_rate_slot())
     return jsonify({"id": str(id_)}), 201 if created else 200
 
 

@@ -30,7 +30,7 @@ def b64url_decode(text: str) -> bytes:
     if not isinstance(text, str) or not text.isascii():
         raise ValueError("not base64url")
     cleaned = text.rstrip("=")
-    if any(ch in "+/" for ch in cleaned):
+    if "+" in cleaned or "/" in cleaned:
         # Browsers send base64url; accept the standard alphabet too, as some polyfills do.
         cleaned = cleaned.replace("+", "-").replace("/", "_")
     return base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))

@@ -6,17 +6,18 @@ whoever needs it; views and jobs call its methods and never spell a key.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import cached_property
 
 import redis
 
+from ..errors import RateLimited
 from ..settings import Settings
 from ..topics import Topic
 from . import keys
 from .campaign_store import AudienceStore, CampaignStore
 from .metrics_store import MetricsStore
+from .rate_limit import RateSlot
 from .subscription_store import SubscriptionStore
 
 PROMPT_EVENTS = ("shown", "accepted", "declined", "denied")
@@ -66,18 +67,17 @@ class Store:
     def topic_ids(self) -> frozenset[str]:
         return frozenset(t.id_ for t in self.topics)
 
-    def hit_rate_limit(self, client_id: str, limit: int, window: int = 60) -> int:
-        """Count a write by `client_id`; returns seconds to wait if over `limit`, else 0."""
-        now = int(time.time())
-        slot = now // window
-        key = keys.rate_limit(client_id, slot)
+    def hit_rate_limit(self, rate: RateSlot) -> None:
+        """Count a write against `rate`.
+
+        Raises:
+            RateLimited: the client is over its limit.
+        """
         pipe = self.client.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, window + 1)
-        count = pipe.execute()[0]
-        if count > limit:
-            return (slot + 1) * window - now or 1
-        return 0
+        pipe.incr(rate.key)
+        pipe.expire(rate.key, rate.ttl)
+        if pipe.execute()[0] > rate.limit:
+            raise RateLimited("too many requests; try again later", retry_after=rate.retry_after)
 
     def count_prompt_event(self, kind: str) -> None:
         self.client.hincrby(keys.PROMPT_FUNNEL, kind, 1)

@@ -12,11 +12,22 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
+from ..errors import RateLimited
 from ..subscriptions import Subscription, endpoint_digest, pack, unpack
 from . import keys
+from .rate_limit import RateSlot
 
-# KEYS: bucket, seq, count. ARGV: field, packed, sub prefix, topic prefix, n, topics..., flags...
+# KEYS: bucket, seq, count, rate-limit counter.
+# ARGV: field, packed, sub prefix, topic prefix, n, topics..., flags..., limit (0: none), limit ttl.
+# The client's rate limit is counted in the same call: one round trip per subscribe.
 _UPSERT = """
+local n = tonumber(ARGV[5])
+local limit = tonumber(ARGV[6 + 2 * n])
+if limit > 0 then
+  local hits = redis.call('INCR', KEYS[4])
+  if hits == 1 then redis.call('EXPIRE', KEYS[4], ARGV[7 + 2 * n]) end
+  if hits > limit then return {-1, 0} end
+end
 local id = redis.call('HGET', KEYS[1], ARGV[1])
 local created = 0
 if not id then
@@ -26,7 +37,6 @@ if not id then
   created = 1
 end
 redis.call('SET', ARGV[3] .. id, ARGV[2])
-local n = tonumber(ARGV[5])
 for i = 1, n do
   redis.call('SETBIT', ARGV[4] .. ARGV[5 + i], id, tonumber(ARGV[5 + n + i]))
 end
@@ -97,11 +107,18 @@ class SubscriptionStore:
         chosen = set(topics)
         return [1 if topic in chosen else 0 for topic in self.topic_ids]
 
-    def upsert(self, subscription: Subscription) -> tuple[int, bool]:
-        """Store `subscription` keyed by its endpoint. Returns (id, created)."""
+    def upsert(
+        self, subscription: Subscription, *, rate: RateSlot | None = None, pipe: redis.client.Pipeline | None = None
+    ) -> tuple[int, bool] | None:
+        """Store `subscription` keyed by its endpoint. Returns (id, created), or
+        None when the call was queued on `pipe` (bulk loads).
+
+        Raises:
+            RateLimited: `rate`'s client is over its limit (nothing was written).
+        """
         bucket, field = keys.endpoint_bucket(subscription.endpoint_digest)
-        id_, created = self._upsert(
-            keys=[bucket, keys.SUBSCRIPTION_SEQ, keys.SUBSCRIPTION_COUNT],
+        result = self._upsert(
+            keys=[bucket, keys.SUBSCRIPTION_SEQ, keys.SUBSCRIPTION_COUNT, rate.key if rate else keys.SUBSCRIPTION_SEQ],
             args=[
                 field,
                 pack(subscription),
@@ -110,8 +127,17 @@ class SubscriptionStore:
                 len(self.topic_ids),
                 *self.topic_ids,
                 *self._flags(subscription.topics),
+                rate.limit if rate else 0,
+                rate.ttl if rate else 0,
             ],
+            client=pipe,
         )
+        if pipe is not None:
+            return None
+        id_, created = result
+        if id_ < 0:
+            assert rate is not None
+            raise RateLimited("too many requests; try again later", retry_after=rate.retry_after)
         return int(id_), bool(created)
 
     def id_for(self, endpoint: str) -> int | None:
