@@ -27,7 +27,7 @@ from marionette_driver.marionette import Marionette
 
 from service.settings import Settings
 from tests.autopush import AutopushServer
-from tests.e2e.conftest import Stack, free_port, wait_for
+from tests.e2e.conftest import Stack, free_port, process_env, wait_for
 from tests.e2e.test_fanout_e2e import publish
 from tests.service.test_webhooks import STORY
 
@@ -115,18 +115,7 @@ def autopush(tmp_path: Path) -> Iterator[AutopushServer]:
 @pytest.fixture
 def firefox_stack(settings: Settings, vapid_key, autopush: AutopushServer, tmp_path: Path) -> Iterator[Stack]:
     """gunicorn + one RQ worker that accept and trust our autopush (as for real push services)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STORYPUSH_")}
-    env.update(
-        REDIS_URL=settings.redis_url or "",
-        STORYPUSH_DATA_DIR=str(settings.data_dir),
-        STORYPUSH_VAPID_SUBJECT=settings.vapid_subject or "",
-        STORYPUSH_WEBHOOK_SECRET=settings.webhook_secret or "",
-        STORYPUSH_ADMIN_TOKEN=settings.admin_token or "",
-        STORYPUSH_PUSH_HOSTS=autopush.authority,
-        STORYPUSH_RATE_LIMIT="100000",
-        SSL_CERT_FILE=autopush.ca_file,
-        PYTHONUNBUFFERED="1",
-    )
+    env = process_env(settings, autopush.authority, autopush.ca_file)
     logs = tmp_path / "logs"
     logs.mkdir()
     stack = Stack(env, logs)

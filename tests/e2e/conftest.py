@@ -80,23 +80,34 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-@pytest.fixture
-def stack_env(fanout_settings: Settings, vapid_key, sim, tmp_path: Path) -> dict[str, str]:
+def process_env(settings: Settings, push_hosts: str, ca_file: str, **extra: str) -> dict[str, str]:
+    """The environment a `storypush web`/`worker` subprocess reads `settings` from,
+    accepting and trusting a local push service."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STORYPUSH_")}
     env.update(
-        REDIS_URL=fanout_settings.redis_url or "",
-        STORYPUSH_DATA_DIR=str(fanout_settings.data_dir),
-        STORYPUSH_VAPID_SUBJECT=fanout_settings.vapid_subject or "",
-        STORYPUSH_WEBHOOK_SECRET=fanout_settings.webhook_secret or "",
-        STORYPUSH_ADMIN_TOKEN=fanout_settings.admin_token or "",
-        STORYPUSH_PUSH_HOSTS=",".join(fanout_settings.push_hosts),
+        REDIS_URL=settings.redis_url or "",
+        STORYPUSH_DATA_DIR=str(settings.data_dir),
+        STORYPUSH_VAPID_SUBJECT=settings.vapid_subject or "",
+        STORYPUSH_WEBHOOK_SECRET=settings.webhook_secret or "",
+        STORYPUSH_ADMIN_TOKEN=settings.admin_token or "",
+        STORYPUSH_PUSH_HOSTS=push_hosts,
         STORYPUSH_RATE_LIMIT="100000",
-        STORYPUSH_BATCH_SIZE="20",
-        STORYPUSH_MAX_ATTEMPTS="4",
-        SSL_CERT_FILE=sim.ca_file,
+        SSL_CERT_FILE=ca_file,
         PYTHONUNBUFFERED="1",
+        **extra,
     )
     return env
+
+
+@pytest.fixture
+def stack_env(fanout_settings: Settings, vapid_key, sim) -> dict[str, str]:
+    return process_env(
+        fanout_settings,
+        ",".join(fanout_settings.push_hosts),
+        sim.ca_file,
+        STORYPUSH_BATCH_SIZE="20",
+        STORYPUSH_MAX_ATTEMPTS="4",
+    )
 
 
 @pytest.fixture
