@@ -35,6 +35,8 @@ FLUSH_INTERVAL = 0.05
 # lapses long before RQ hands its job to another worker.
 LEASE_TTL = 30
 MAX_BACKOFF = 300.0
+# Take on the campaign's next batch while the current one drains (see `take_ahead`).
+RUN_AHEAD = True
 
 
 class UnitBusy(Exception):
@@ -70,6 +72,7 @@ def start_campaign(campaign_id: str) -> dict[str, Any]:
     if not ranges:
         campaigns.mark_done_if_idle(campaign_id)
     else:
+        campaigns.offer_ranges(campaign_id, ranges)
         enqueue_batches(rt.queue, campaign_id, ranges)
     logger.info(
         "campaign %s started: %d subscribers in %d batches",
@@ -97,15 +100,65 @@ def send_batch(
     token = uuid.uuid4().hex
     if not campaigns.acquire_lease(campaign_id, unit, token, LEASE_TTL):
         raise UnitBusy(f"campaign {campaign_id} unit {unit} is being sent by another worker")
+    first = BatchRun(rt, campaign_id, start, end, attempt, only, token)
+    runs = [first]
     try:
-        run = BatchRun(rt, campaign_id, start, end, attempt, only, token)
-        summary = rt.loop.run_until_complete(run.run())
+        rt.loop.run_until_complete(drive(rt, runs))
     finally:
-        campaigns.release_lease(campaign_id, unit, token)
-    logger.info("campaign %s batch %s: %s", campaign_id, unit, summary, extra={"campaign_id": campaign_id, **summary})
-    if campaigns.finish_unit(campaign_id, unit):
-        _finished(rt, campaign_id)
-    return summary
+        for run in runs:
+            run.release()
+    summaries = [run.summary() for run in runs]
+    return {**summaries[0], "ran_ahead": summaries[1:]}
+
+
+def take_ahead(rt: Runtime, campaign_id: str) -> BatchRun | None:
+    """Lease another batch of the campaign to start while this one drains its last
+    requests, so the worker's connections never idle between batches. That batch's own
+    RQ job later finds it finished (or leased, and RQ's Retry runs it again)."""
+    campaigns = rt.store.campaigns
+    for _ in range(3):
+        taken = campaigns.take_range(campaign_id)
+        if taken is None:
+            return None
+        start, end = taken
+        unit = unit_id(start, 1)
+        token = uuid.uuid4().hex
+        if not campaigns.unit_finished(campaign_id, unit) and campaigns.acquire_lease(
+            campaign_id, unit, token, LEASE_TTL
+        ):
+            return BatchRun(rt, campaign_id, start, end, 1, None, token)
+    return None
+
+
+async def drive(rt: Runtime, runs: list[BatchRun]) -> None:
+    """Send `runs[0]`, taking on further batches of its campaign (appended to `runs`)
+    while fewer than two windows of requests are left, until the deadline."""
+    started = time.monotonic()
+    active = list(runs)
+    for run in active:
+        run.start()
+    while active:
+        pending = [task for run in active for task in run.tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=FLUSH_INTERVAL)
+        elapsed = time.monotonic() - started
+        for run in list(active):
+            run.flush()
+            if run.cancelled or elapsed > BATCH_DEADLINE or all(task.done() for task in run.tasks):
+                await run.finish()
+                active.remove(run)
+        still_pending = sum(1 for run in active for task in run.tasks if not task.done())
+        if (
+            RUN_AHEAD
+            and not runs[0].cancelled
+            and elapsed < BATCH_DEADLINE / 2
+            and still_pending < 2 * rt.settings.max_in_flight
+        ):
+            ahead = take_ahead(rt, runs[0].campaign_id)
+            if ahead is not None:
+                runs.append(ahead)
+                active.append(ahead)
+                ahead.start()
 
 
 def _finished(rt: Runtime, campaign_id: str) -> None:
@@ -125,7 +178,7 @@ class BatchRun:
     ):
         self.rt = rt
         self.campaign_id = campaign_id
-        self.start, self.end, self.attempt = start, end, attempt
+        self.start_id, self.end, self.attempt = start, end, attempt
         self.only = set(only) if only is not None else None
         self.only_list = only
         self.token = token
@@ -144,6 +197,9 @@ class BatchRun:
         self.expires_at = float("inf")
         self.totals: dict[str, int] = {}
         self.tally = PushTally()  # for /metrics, written with each flush
+        self.ids: list[int] = []
+        self.tasks: list[asyncio.Future] = []
+        self.released = False
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -214,18 +270,20 @@ class BatchRun:
 
     # -- sending -----------------------------------------------------------------
 
-    async def run(self) -> dict[str, Any]:
+    def start(self) -> None:
+        """Load the unit's subscribers and start a task per push (the sender bounds how many fly)."""
         rt, store = self.rt, self.rt.store
         campaign = store.campaigns.get(self.campaign_id)
         if campaign is None:
-            return {"skipped": "missing"}
+            return
         story = campaign["story"]
         started = campaign["started_at"] or time.time()
         self.expires_at = started + PushHeaders.for_story(story).ttl
-        ids = store.audiences.pending_ids(self.campaign_id, self.start, self.end, self.only_list)
+        ids = store.audiences.pending_ids(self.campaign_id, self.start_id, self.end, self.only_list)
         if self.only is not None:
             # Ids settled by an earlier run of this unit were already taken off "retrying".
             self.only = set(ids)
+        self.ids = ids
         subscriptions = store.subscriptions.get_many(ids)
         self.failing = store.subscriptions.failing(ids)
         template = build_template(self.campaign_id, story)
@@ -241,27 +299,42 @@ class BatchRun:
                 result = Result(Outcome.FAILED, "bad_subscription_key")
             self.record(id_, subscription, result)
 
-        tasks = []
         for id_, subscription in zip(ids, subscriptions, strict=True):
             if subscription is None:  # unsubscribed since the snapshot
                 self.record(id_, None, Result(Outcome.EXPIRED, "unsubscribed"))
             else:
-                tasks.append(asyncio.ensure_future(push(id_, subscription)))
-        deadline = time.monotonic() + BATCH_DEADLINE
-        pending = set(tasks)
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=FLUSH_INTERVAL)
-            self.flush()
-            if self.cancelled or time.monotonic() > deadline:
-                break
-        leftover = [t for t in tasks if not t.done()]
+                self.tasks.append(asyncio.ensure_future(push(id_, subscription)))
+
+    async def finish(self) -> None:
+        """Stop what is still in flight (cancel or deadline), hand it to a retry job, write
+        the rest, and mark the unit finished."""
+        leftover = [t for t in self.tasks if not t.done()]
         for task in leftover:
             task.cancel()
         if leftover:
             await asyncio.gather(*leftover, return_exceptions=True)
         if not self.cancelled:
-            self._retry_unfinished(ids)
+            self._retry_unfinished(self.ids)
         self.flush()
+        self.release()
+        campaigns = self.rt.store.campaigns
+        summary = self.summary()
+        logger.info(
+            "campaign %s batch %s: %s",
+            self.campaign_id,
+            self.unit,
+            summary,
+            extra={"campaign_id": self.campaign_id, **summary},
+        )
+        if campaigns.finish_unit(self.campaign_id, self.unit):
+            _finished(self.rt, self.campaign_id)
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.rt.store.campaigns.release_lease(self.campaign_id, self.unit, self.token)
+
+    def summary(self) -> dict[str, Any]:
         return {"campaign": self.campaign_id, "unit": self.unit, **self.totals}
 
     def _retry_unfinished(self, ids: list[int]) -> None:
@@ -273,9 +346,9 @@ class BatchRun:
             return
         next_attempt = self.attempt + 1
         campaigns = self.rt.store.campaigns
-        campaigns.plan_units(self.campaign_id, [unit_id(self.start, next_attempt)])
+        campaigns.plan_units(self.campaign_id, [unit_id(self.start_id, next_attempt)])
         enqueue_retry(
-            self.rt.queue, self.campaign_id, self.start, self.end, next_attempt, self.retry_ids, self.retry_delay
+            self.rt.queue, self.campaign_id, self.start_id, self.end, next_attempt, self.retry_ids, self.retry_delay
         )
         logger.info(
             "campaign %s unit %s: %d to retry in %.0fs",

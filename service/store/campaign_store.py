@@ -262,6 +262,24 @@ class CampaignStore:
             self.client.expire(keys.campaign_units_done(campaign_id), CAMPAIGN_TTL)
         return result == 2
 
+    def offer_ranges(self, campaign_id: str, ranges: list[tuple[int, int]]) -> None:
+        """List the campaign's batch ranges once, for workers that run ahead (see `take_range`)."""
+        key = keys.campaign_todo(campaign_id)
+        if ranges and not self.client.exists(key):
+            pipe = self.client.pipeline()
+            pipe.rpush(key, *(f"{start}:{end}" for start, end in ranges))
+            pipe.expire(key, CAMPAIGN_TTL)
+            pipe.execute()
+
+    def take_range(self, campaign_id: str) -> tuple[int, int] | None:
+        """Pop a batch range from the end of the list (RQ hands out jobs from the front, so
+        a worker running ahead rarely meets another worker on the same range)."""
+        raw = self.client.rpop(keys.campaign_todo(campaign_id))
+        if raw is None:
+            return None
+        start, _, end = raw.decode().partition(":")
+        return int(start), int(end)
+
     def acquire_lease(self, campaign_id: str, unit_id: str, token: str, ttl: int) -> bool:
         return bool(self.client.set(keys.campaign_lease(campaign_id, unit_id), token, nx=True, ex=ttl))
 

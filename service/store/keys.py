@@ -97,3 +97,8 @@ METRICS_WEBHOOKS = PREFIX + "metrics:webhooks"
 def metrics_rate(minute: int) -> str:
     """Pushes answered during one minute (Unix time // 60); expires after the chart's hour."""
     return f"{PREFIX}metrics:rate:{minute}"
+
+
+def campaign_todo(campaign_id: str) -> str:
+    """List of first-attempt batch ranges ("start:end") a busy worker may take on early."""
+    return f"{PREFIX}c:{campaign_id}:todo"

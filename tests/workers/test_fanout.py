@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
@@ -175,7 +176,10 @@ def test_rerun_of_a_finished_or_half_done_batch_sends_nothing_twice(
     assert len(sim.messages()) == 10
 
 
-def test_update_changes_later_batches_and_unpublish_cancels(fanout, sim, vapid_key, webhook_secret, redis_client):
+def test_update_changes_later_batches_and_unpublish_cancels(
+    fanout, sim, vapid_key, webhook_secret, redis_client, monkeypatch
+):
+    monkeypatch.setattr("workers.jobs.RUN_AHEAD", False)  # one batch per job, to stop in between
     client = fanout.test_client()
     store = fanout.extensions["storypush"].store
     subs = sim.mint(60, vapid_key.public_bytes)
@@ -221,3 +225,41 @@ def test_receipts_count_once_and_forgeries_are_refused(fanout, sim, vapid_key, w
     assert response.status_code == 403 and response.get_json()["error"]["field"] == "receipt"
     state = store.campaigns.get(campaign)
     assert (state["delivered"], state["clicked"], state["dismissed"]) == (2, 2, 0)
+
+
+def test_a_batch_runs_ahead_and_the_taken_batches_jobs_skip(fanout, sim, vapid_key, webhook_secret, redis_client):
+    client = fanout.test_client()
+    store = fanout.extensions["storypush"].store
+    subscribe(client, sim.mint(70, vapid_key.public_bytes), ["animals"])
+    campaign = publish(fanout, webhook_secret)
+    queue = Queue("storypush", connection=redis_client)
+    queue.dequeue_any([queue], None, connection=redis_client)[0].perform()  # the campaign job
+    batches = len(queue.job_ids)
+    assert batches >= 3
+    summary = queue.dequeue_any([queue], None, connection=redis_client)[0].perform()
+    assert len(summary["ran_ahead"]) == batches - 1  # one job sent the whole campaign
+    assert len(sim.messages()) == 70
+    assert store.campaigns.get(campaign)["state"] == "done"
+    for _ in range(batches - 1):
+        skipped = queue.dequeue_any([queue], None, connection=redis_client)[0].perform()
+        assert skipped == {"skipped": "already finished"}
+    assert len(sim.messages()) == 70
+
+
+def test_a_batch_leased_by_another_worker_is_not_sent_twice(fanout, sim, vapid_key, webhook_secret, redis_client):
+    from workers.jobs import UnitBusy
+
+    client = fanout.test_client()
+    store = fanout.extensions["storypush"].store
+    subscribe(client, sim.mint(5, vapid_key.public_bytes), ["animals"])
+    campaign = publish(fanout, webhook_secret)
+    queue = Queue("storypush", connection=redis_client)
+    queue.dequeue_any([queue], None, connection=redis_client)[0].perform()
+    batch = queue.dequeue_any([queue], None, connection=redis_client)[0]
+    assert store.campaigns.acquire_lease(campaign, "0", "another-worker", 30)
+    with pytest.raises(UnitBusy):
+        batch.perform()
+    assert sim.messages() == []
+    store.campaigns.release_lease(campaign, "0", "another-worker")
+    batch.perform()
+    assert len(sim.messages()) == 5
