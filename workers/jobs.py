@@ -8,6 +8,7 @@ only counts outcomes: everything about HTTP and crypto is in `delivery`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -134,20 +135,24 @@ async def drive(rt: Runtime, runs: list[BatchRun]) -> None:
     """Send `runs[0]`, taking on further batches of its campaign (appended to `runs`)
     while fewer than two windows of requests are left, until the deadline."""
     started = time.monotonic()
+    # Set when a run's last push settles, to finish it without waiting out the interval;
+    # counters instead of asyncio.wait over every task (its callbacks cost ~4 % of a push).
+    settled = asyncio.Event()
     active = list(runs)
     for run in active:
-        run.start()
+        run.start(settled)
     while active:
-        pending = [task for run in active for task in run.tasks if not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=FLUSH_INTERVAL)
+        if any(run.remaining for run in active):
+            settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), FLUSH_INTERVAL)
         elapsed = time.monotonic() - started
         for run in list(active):
             run.flush()
-            if run.cancelled or elapsed > BATCH_DEADLINE or all(task.done() for task in run.tasks):
+            if run.cancelled or elapsed > BATCH_DEADLINE or not run.remaining:
                 await run.finish()
                 active.remove(run)
-        still_pending = sum(1 for run in active for task in run.tasks if not task.done())
+        still_pending = sum(run.remaining for run in active)
         if (
             RUN_AHEAD
             and not runs[0].cancelled
@@ -158,7 +163,7 @@ async def drive(rt: Runtime, runs: list[BatchRun]) -> None:
             if ahead is not None:
                 runs.append(ahead)
                 active.append(ahead)
-                ahead.start()
+                ahead.start(settled)
 
 
 def _finished(rt: Runtime, campaign_id: str) -> None:
@@ -200,6 +205,7 @@ class BatchRun:
         self.ids: list[int] = []
         self.tasks: list[asyncio.Future] = []
         self.released = False
+        self.remaining = 0  # pushes started and not yet settled
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -270,7 +276,7 @@ class BatchRun:
 
     # -- sending -----------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, settled: asyncio.Event) -> None:
         """Load the unit's subscribers and start a task per push (the sender bounds how many fly)."""
         rt, store = self.rt, self.rt.store
         campaign = store.campaigns.get(self.campaign_id)
@@ -292,17 +298,23 @@ class BatchRun:
         key = rt.receipt_key
 
         async def push(id_: int, subscription: Subscription) -> None:
-            payload = template.render(receipts.mint(key, self.campaign_id, id_))
             try:
-                result = await sender.send(subscription, payload, headers)
-            except ValueError:  # a stored key that no longer makes a point: not retryable
-                result = Result(Outcome.FAILED, "bad_subscription_key")
-            self.record(id_, subscription, result)
+                payload = template.render(receipts.mint(key, self.campaign_id, id_))
+                try:
+                    result = await sender.send(subscription, payload, headers)
+                except ValueError:  # a stored key that no longer makes a point: not retryable
+                    result = Result(Outcome.FAILED, "bad_subscription_key")
+                self.record(id_, subscription, result)
+            finally:
+                self.remaining -= 1
+                if not self.remaining:
+                    settled.set()
 
         for id_, subscription in zip(ids, subscriptions, strict=True):
             if subscription is None:  # unsubscribed since the snapshot
                 self.record(id_, None, Result(Outcome.EXPIRED, "unsubscribed"))
             else:
+                self.remaining += 1
                 self.tasks.append(asyncio.ensure_future(push(id_, subscription)))
 
     async def finish(self) -> None:
