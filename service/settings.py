@@ -117,15 +117,6 @@ class Settings:
     queue_name: str = "storypush"
     topics: tuple[Topic, ...] = field(default_factory=lambda: parse_topics(None))
 
-    @property
-    def queue_url(self) -> str | None:
-        """Redis URL for the job queue (None: the embedded server)."""
-        return self.redis_url
-
-    @property
-    def effective_store_url(self) -> str | None:
-        return self.store_url or self.redis_url
-
     def require_production(self) -> None:
         """Refuse to run `web`/`worker` with a configuration push services would reject."""
         if not self.vapid_subject:

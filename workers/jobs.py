@@ -21,7 +21,7 @@ from service.store.campaign_store import CampaignState, cut_ranges
 from service.store.metrics_store import PushTally
 from service.subscriptions import Subscription
 
-from .delivery import Outcome, Result
+from .delivery import Outcome, Result, Sender
 from .message import PushHeaders, build_template
 from .queueing import BATCH_DEADLINE, enqueue_batches, enqueue_retry, unit_id
 from .runtime import Runtime, runtime
@@ -294,7 +294,7 @@ class BatchRun:
         self.failing = store.subscriptions.failing(ids)
         template = build_template(self.campaign_id, story)
         headers = PushHeaders.for_story(story)
-        sender = rt.sender
+        sender: Sender = rt.sender  # the seam: jobs never see HTTP or crypto
         key = rt.receipt_key
 
         async def push(id_: int, subscription: Subscription) -> None:

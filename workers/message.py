@@ -20,7 +20,6 @@ ELLIPSIS = "…"
 # Room kept for the per-subscriber receipt (campaign id, hex id, MAC).
 RECEIPT_ROOM = 64
 DEFAULT_TTL = 4 * 3600
-URGENCIES = ("very-low", "low", "normal", "high")
 
 
 def topic_header(story_id: str) -> str:

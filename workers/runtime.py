@@ -3,7 +3,7 @@ event loop and one `HttpSender`, so kept-alive connections to push services
 and signed VAPID headers survive from one batch to the next.
 
 Jobs are plain functions taking ids; they reach this through `runtime()`,
-built once from the environment (tests call `reset_runtime()` after changing it).
+built once from the environment (tests install their own with `set_runtime()`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,3 @@ def set_runtime(value: Runtime | None) -> None:
     if _runtime is not None and value is not _runtime and "sender" in _runtime.__dict__:
         _runtime.sender.close()
     _runtime = value
-
-
-def reset_runtime() -> None:
-    set_runtime(None)

@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -61,12 +60,6 @@ def encrypt(
     ciphertext = AESGCM(cek).encrypt(nonce, plaintext + b"\x02", None)
     header = salt + _RECORD_SIZE.to_bytes(4, "big") + bytes([len(as_public)]) + as_public
     return header + ciphertext
-
-
-def origin_of(endpoint: str) -> str:
-    """The exact `scheme://host[:port]` a VAPID JWT's `aud` must name."""
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 @dataclass

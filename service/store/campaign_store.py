@@ -392,6 +392,3 @@ class AudienceStore:
         pipe.execute_command("BITFIELD", key, *args)
         pipe.expire(key, MARKER_TTL)
         pipe.execute()
-
-    def resolved_count(self, campaign_id: str) -> int:
-        return int(self.client.bitcount(keys.campaign_resolved(campaign_id)))

@@ -17,7 +17,6 @@ FAILURE_PREFIX = PREFIX + "sfail:"
 PROMPT_FUNNEL = PREFIX + "prompt:funnel"
 CAMPAIGN_LIST = PREFIX + "campaigns"
 STORY_CAMPAIGN = PREFIX + "story:campaign"
-SECRET_RECEIPT = PREFIX + "secret:receipt"
 
 
 def subscription(id_: int) -> str:

@@ -19,7 +19,6 @@ import redis
 
 from . import keys
 
-PUSH_RESULTS = ("sent", "expired", "failed", "retry")
 WEBHOOK_OUTCOMES = ("accepted", "duplicate", "unauthorized", "invalid", "not_found", "error")
 PUSH_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A campaign to a few thousand subscribers takes seconds; a million, minutes.

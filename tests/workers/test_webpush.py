@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tests.helpers import TEST_SUBJECT, BrowserKeys
-from workers.webpush import VapidHeaders, encrypt, origin_of
+from workers.webpush import VapidHeaders, encrypt
 
 
 def _decrypt(body: bytes, keys: BrowserKeys) -> bytes:
@@ -50,11 +50,6 @@ def test_every_message_gets_a_fresh_key_and_salt():
     first, second = encrypt(b"x", keys.p256dh, keys.auth), encrypt(b"x", keys.p256dh, keys.auth)
     assert first[:16] != second[:16]  # salt
     assert first[21:86] != second[21:86]  # ephemeral public key
-
-
-def test_origin_is_scheme_host_and_port():
-    assert origin_of("https://fcm.googleapis.com/fcm/send/abc") == "https://fcm.googleapis.com"
-    assert origin_of("https://127.0.0.1:8443/push/abc?x=1") == "https://127.0.0.1:8443"
 
 
 def _claims(header: str) -> tuple[dict, str]:
