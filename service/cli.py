@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 import signal
@@ -186,7 +185,6 @@ def dev(host: str, port: int, worker_processes: int) -> None:
         click.secho(f"warning: STORYPUSH_VAPID_SUBJECT unset; using {DEV_VAPID_SUBJECT}", fg="yellow", err=True)
         env["STORYPUSH_VAPID_SUBJECT"] = DEV_VAPID_SUBJECT
     env.setdefault("STORYPUSH_ADMIN_TOKEN", secrets.token_urlsafe(24))
-    env.setdefault("STORYPUSH_WEBHOOK_SECRET", "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
     try:
         settings = load_settings(env)
     except SettingsError as exc:
@@ -223,7 +221,13 @@ def dev(host: str, port: int, worker_processes: int) -> None:
             click.echo(f"  demo page    {base}/demo")
             click.echo(f"  dashboard    {base}/admin")
             click.echo(f"  admin token  {env['STORYPUSH_ADMIN_TOKEN']}")
-            click.echo(f"  webhook      POST {base}/webhooks/cms  (secret {env['STORYPUSH_WEBHOOK_SECRET']})")
+            # Never echo the webhook secret: the CMS gets it from wherever the operator keeps it.
+            webhook_state = (
+                "signed with STORYPUSH_WEBHOOK_SECRET"
+                if env.get("STORYPUSH_WEBHOOK_SECRET")
+                else ("refuses calls until STORYPUSH_WEBHOOK_SECRET is set; `storypush publish` needs none")
+            )
+            click.echo(f"  webhook      POST {base}/webhooks/cms  ({webhook_state})")
             click.echo(f"  VAPID key    {key.public_key_b64}")
             click.echo("Ctrl-C stops everything.")
             while not stop["now"]:
