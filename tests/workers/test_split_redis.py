@@ -1,0 +1,36 @@
+"""The queue Redis and the store Redis may be different servers (STORYPUSH_STORE_URL)."""
+
+from __future__ import annotations
+
+import redis
+
+from service import create_app
+from service.embedded_redis import ensure_embedded_redis
+from tests.helpers import WALRUS_STORY
+from tests.service.test_webhooks import post
+from tests.workers.test_fanout import drain, subscribe
+from workers.runtime import Runtime, set_runtime
+
+
+def test_fan_out_with_store_and_queue_on_different_servers(
+    fanout_settings, vapid_key, sim, webhook_secret, redis_client, tmp_path
+):
+    store_server = ensure_embedded_redis(tmp_path / "store-redis")
+    try:
+        settings = fanout_settings.with_overrides(store_url=store_server.url)
+        app = create_app(settings)
+        set_runtime(Runtime(settings))
+        subscribe(app.test_client(), sim.mint(12, vapid_key.public_bytes), ["animals"])
+        response = post(app.test_client(), webhook_secret, {"type": "story.published", "data": WALRUS_STORY})
+        campaign = response.get_json()["campaign"]
+        drain(redis_client, "storypush")
+        assert len(sim.messages()) == 12
+        store_client = redis.Redis.from_url(store_server.url)
+        assert store_client.exists(f"sp:c:{campaign}") and store_client.get("sp:sub:count") == b"12"
+        assert not redis_client.keys("sp:*")  # nothing of the store on the queue server
+        assert not store_client.keys("rq:*")  # and no jobs on the store server
+        assert app.extensions["storypush"].store.campaigns.get(campaign)["state"] == "done"
+        store_client.close()
+    finally:
+        set_runtime(None)
+        store_server.stop()
