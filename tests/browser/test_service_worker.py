@@ -5,6 +5,7 @@ on the real server."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -40,12 +41,27 @@ class Installed:
     registration_id: str
     origin: str
 
-    def push(self, data: str) -> None:
-        """Deliver `data` as a push message, as the push service would (over CDP)."""
-        self.cdp.send(
-            "ServiceWorker.deliverPushMessage",
-            {"origin": self.origin, "registrationId": self.registration_id, "data": data},
-        )
+    def push(self, data: str, until: Callable[[list[dict]], bool] = bool) -> None:
+        """Deliver `data` as a push message, as the push service would (over CDP), and
+        wait until the notifications satisfy `until`.
+
+        Waits go through the page (Playwright's sync API only processes DevTools traffic
+        while it is called). Even so, headless Chromium's `deliverPushMessage` now and then
+        leaves a push unhandled (about one run of this file in six): a push with no
+        notification after 6 s is delivered once more. The assertions are unchanged.
+        """
+        for attempt in (1, 2):
+            self.cdp.send(
+                "ServiceWorker.deliverPushMessage",
+                {"origin": self.origin, "registrationId": self.registration_id, "data": data},
+            )
+            try:
+                wait_until(lambda: until(self.notifications()), timeout=6 * attempt, page=self.page)
+                return
+            except pytest.fail.Exception:
+                if attempt == 2:
+                    raise
+                print("storypush test: push not shown after 6 s; delivering it again")
 
     def notifications(self) -> list[dict]:
         return self.page.evaluate(NOTIFICATIONS_JS)
@@ -58,7 +74,7 @@ class Installed:
             shown[:] = self.notifications()
             return len(shown) == count
 
-        wait_until(check, message=f"{count} notification(s)")
+        wait_until(check, timeout=20, message=f"{count} notification(s)")
         return shown
 
 
@@ -76,6 +92,8 @@ def installed(new_context, live_server: LiveServer) -> Installed:
     cdp.send("ServiceWorker.enable")
     wait_until(lambda: registrations, message="the service worker registration", page=page)
     worker = wait_until(lambda: context.service_workers and context.service_workers[0], message="the worker", page=page)
+    # A push to a registration whose worker is still installing can be dropped: wait until active.
+    assert page.evaluate("async () => Boolean((await navigator.serviceWorker.ready).active)")
     return Installed(context, page, worker, cdp, registrations[0]["registrationId"], live_server.url)
 
 
@@ -125,7 +143,10 @@ def test_push_shows_the_story_and_reports_delivered(installed: Installed, live_s
 def test_a_newer_version_replaces_the_older_notification(installed: Installed, live_server: LiveServer) -> None:
     installed.push(json.dumps(story_payload(live_server.url)))
     installed.wait_for_notifications()
-    installed.push(json.dumps(story_payload(live_server.url, title="Updated: the walrus scene", receipt="rc_2")))
+    installed.push(
+        json.dumps(story_payload(live_server.url, title="Updated: the walrus scene", receipt="rc_2")),
+        until=lambda shown: any(n["title"].startswith("Updated") for n in shown),
+    )
     [shown] = wait_until(
         lambda: [n for n in installed.notifications() if n["title"].startswith("Updated")], message="the update"
     )
