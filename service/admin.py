@@ -247,29 +247,29 @@ def send_rate() -> Response:
     return jsonify({"points": [{"minute": start, "rate": round(count / 60, 3)} for start, count in buckets]})
 
 
+def _queues() -> tuple[Any, list[str]]:
+    """The queue Redis and the names of the queues to look in for failed jobs."""
+    state = current_state()
+    return state.queue_connection, metrics.queue_names(state.queue_connection, state.settings.queue_name)
+
+
 @bp.get("/api/failed-jobs")
 def failed_jobs() -> Response:
     """Failed RQ jobs, newest first, with the error each ended on."""
-    state = current_state()
-    names = metrics.queue_names(state.queue_connection, state.settings.queue_name)
-    return jsonify({"jobs": metrics.failed_jobs(state.queue_connection, names)})
+    return jsonify({"jobs": metrics.failed_jobs(*_queues())})
 
 
 @bp.post("/api/failed-jobs/<job_id>/retry")
 def retry_failed_job(job_id: str) -> Response:
     """Put a failed job back on its queue."""
-    state = current_state()
-    names = metrics.queue_names(state.queue_connection, state.settings.queue_name)
-    metrics.retry_failed_job(state.queue_connection, names, job_id)
+    metrics.retry_failed_job(*_queues(), job_id)
     return jsonify({"id": job_id, "status": "queued"})
 
 
 @bp.post("/api/failed-jobs/<job_id>/delete")
 def delete_failed_job(job_id: str) -> Response:
     """Forget a failed job."""
-    state = current_state()
-    names = metrics.queue_names(state.queue_connection, state.settings.queue_name)
-    metrics.delete_failed_job(state.queue_connection, names, job_id)
+    metrics.delete_failed_job(*_queues(), job_id)
     return jsonify({"id": job_id, "status": "deleted"})
 
 

@@ -27,7 +27,7 @@ from marionette_driver.marionette import Marionette
 
 from service.settings import Settings
 from tests.autopush import AutopushServer
-from tests.e2e.conftest import Stack, free_port, process_env, wait_for
+from tests.e2e.conftest import Stack, free_port, process_env, running_stack, wait_for
 from tests.e2e.test_fanout_e2e import publish
 from tests.service.test_webhooks import STORY
 
@@ -115,14 +115,8 @@ def autopush(tmp_path: Path) -> Iterator[AutopushServer]:
 @pytest.fixture
 def firefox_stack(settings: Settings, vapid_key, autopush: AutopushServer, tmp_path: Path) -> Iterator[Stack]:
     """gunicorn + one RQ worker that accept and trust our autopush (as for real push services)."""
-    env = process_env(settings, autopush.authority, autopush.ca_file)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    stack = Stack(env, logs)
-    try:
+    with running_stack(process_env(settings, autopush.authority, autopush.ca_file), tmp_path) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture

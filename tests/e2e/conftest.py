@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -110,12 +111,19 @@ def stack_env(fanout_settings: Settings, vapid_key, sim) -> dict[str, str]:
     )
 
 
-@pytest.fixture
-def stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
+@contextmanager
+def running_stack(env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
+    """A `Stack` whose processes (and their logs under tmp_path/logs) end with the block."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    stack = Stack(stack_env, logs)
+    stack = Stack(env, logs)
     try:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(stack_env, tmp_path) as stack:
+        yield stack
