@@ -97,6 +97,14 @@ const element = [...PopupNotifications.panel.children].find((child) => child.not
 element.button.click();
 """
 
+# True once the banner's slide-in has run and its OK button lies inside the viewport.
+BANNER_SETTLED_JS = """
+const box = document.getElementById("storypush-prompt");
+if (!box || box.getAnimations().some((a) => a.playState !== "finished")) return false;
+const r = box.querySelector("button.sp-ok").getBoundingClientRect();
+return r.width > 0 && r.top >= 0 && r.bottom <= window.innerHeight;
+"""
+
 SHOWN_NOTIFICATIONS_JS = """
 const [done] = arguments;
 navigator.serviceWorker.ready
@@ -192,6 +200,9 @@ def test_ok_allow_subscribe_publish_notification_and_delivered_receipt(
     )
     assert checked == ["animals", "tv-and-film"]
 
+    # The banner slides in; Marionette refuses to click what is still moving below the
+    # viewport ("could not be scrolled into view"), which a slow machine can catch.
+    Wait(firefox, timeout=15).until(lambda c: page_js(c, BANNER_SETTLED_JS), message="the banner to settle")
     # OK (a real click: the permission request needs the user's gesture) …
     firefox.find_element(By.CSS_SELECTOR, "#storypush-prompt button.sp-ok").click()
     # … then Allow in Firefox's own doorhanger.
