@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from benchmarks import REPO_ROOT
 from tests.helpers import WALRUS_STORY
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SUBJECT = "mailto:bench@publisher.example.org"
 SIM_CPU, SENDER_CPU = 0, 1
 # A db number of its own when REDIS_URL is given: it is flushed before and after.
@@ -558,7 +558,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     """Run the benchmark; 0 when it ran (goals are reported, not enforced), 1 on a failed run."""
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO_ROOT))  # the simulator lives in tests/, not in the installed package
     from tests.pushsim.client import PushSimulator
 
     n = args.subscribers

@@ -33,7 +33,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO_ROOT as REPO
+
 SUBJECT = "mailto:bench@publisher.example.org"
 GOAL_RPS = 1_500
 GOAL_P99_MS = 50.0
