@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import TypeVar
 
+import redis
 from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -68,6 +69,17 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(exc.status, exc.code, exc.message, exc.field)
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def _redis_unavailable(exc: redis.RedisError) -> Response:
+        # Redis restarting or unreachable after the connection's retries. Every write
+        # here is idempotent (upsert by endpoint, webhook-id, one count per receipt),
+        # so the client may simply send the same request again.
+        app.logger.warning("redis unavailable: %s", type(exc).__name__)
+        response = error_response(503, "unavailable", "storage is unavailable; try again shortly")
+        response.headers["Retry-After"] = "5"
         return response
 
     @app.errorhandler(HTTPException)

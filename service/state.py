@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import redis
 from flask import current_app
@@ -13,7 +14,7 @@ from rq import Queue
 
 from .receipts import receipt_key
 from .settings import BUILTIN_PUSH_HOSTS, Settings
-from .store import Store, connect, open_store, resolve_redis_urls
+from .store import WEB_PATIENCE, Store, connect, open_store, resolve_redis_urls
 from .validation import PushHostPolicy
 from .vapid import VapidKey, require_key
 
@@ -21,6 +22,8 @@ from .vapid import VapidKey, require_key
 @dataclass
 class AppState:
     settings: Settings
+    # Seconds a Redis command keeps retrying through an outage (see store.connect).
+    redis_patience: ClassVar[float] = WEB_PATIENCE
 
     @cached_property
     def _urls(self) -> tuple[str, str]:
@@ -28,14 +31,14 @@ class AppState:
 
     @cached_property
     def store(self) -> Store:
-        return open_store(self._urls[1], self.settings.topics)
+        return open_store(self._urls[1], self.settings.topics, self.redis_patience)
 
     @cached_property
     def queue_connection(self) -> redis.Redis:
         """The job-queue Redis (may be a different server from the store)."""
         if self._urls[0] == self._urls[1]:
             return self.store.client
-        return connect(self._urls[0])
+        return connect(self._urls[0], self.redis_patience)
 
     @cached_property
     def queue(self) -> Queue:

@@ -7,7 +7,7 @@ from rq.worker_pool import WorkerPool
 
 from service.logs import configure_logging
 from service.settings import Settings
-from service.store import connect, resolve_redis_urls
+from service.store import WORKER_PATIENCE, connect, resolve_redis_urls
 
 # Only a worker's maintenance pass hands a job abandoned by a SIGKILLed worker
 # back to the queue, once the job's heartbeat lapsed (a SimpleWorker's: job
@@ -32,7 +32,7 @@ class StorypushWorker(SimpleWorker):
 
 
 def queue_connection(settings: Settings):
-    return connect(resolve_redis_urls(settings)[0])
+    return connect(resolve_redis_urls(settings)[0], WORKER_PATIENCE)
 
 
 def run_workers(settings: Settings, processes: int = 1, burst: bool = False) -> None:

@@ -15,6 +15,7 @@ import uvloop
 
 from service.settings import load_settings
 from service.state import AppState
+from service.store import WORKER_PATIENCE
 
 from .delivery import HttpSender
 from .webpush import VapidHeaders
@@ -22,6 +23,8 @@ from .webpush import VapidHeaders
 
 class Runtime(AppState):
     """The web app's state plus what only senders need."""
+
+    redis_patience = WORKER_PATIENCE
 
     @cached_property
     def loop(self) -> asyncio.AbstractEventLoop:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from ..errors import RateLimited
 from ..settings import Settings
@@ -34,10 +36,38 @@ def resolve_redis_urls(settings: Settings) -> tuple[str, str]:
     return queue_url, settings.store_url or queue_url
 
 
-def connect(url: str) -> redis.Redis:
+# How long a command keeps retrying while Redis is unreachable (a restart, a failover).
+# Web requests give up soon and answer 503; workers wait out a restart, so a batch in
+# progress (and the RQ worker around it) carries on instead of dying with the job.
+WEB_PATIENCE = 2.0
+WORKER_PATIENCE = 60.0
+_BACKOFF_CAP = 1.0
+
+
+def _reconnect_policy(patience: float) -> Retry:
+    """redis-py's own retry: 0.05 s doubling up to 1 s between tries, for about `patience` s.
+
+    Only connection errors are retried (refused, reset, closed): the command then either
+    never reached Redis or Redis went away with it. A timeout is not retried, since a slow
+    command may still have run and most of ours (counters, scripts) must not run twice.
+    """
+    delays, tries = 0.0, 0
+    while delays < patience:
+        tries += 1
+        delays += min(_BACKOFF_CAP, 0.05 * 2**tries)
+    return Retry(ExponentialBackoff(cap=_BACKOFF_CAP, base=0.05), tries, supported_errors=(redis.ConnectionError,))
+
+
+def connect(url: str, patience: float = WEB_PATIENCE) -> redis.Redis:
     # Timeouts so a wedged Redis surfaces as an error (and a 503 from /healthz)
     # instead of hanging a web worker; health checks revive idle pooled sockets.
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30)
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+        health_check_interval=30,
+        retry=_reconnect_policy(patience),
+    )
 
 
 @dataclass
@@ -88,5 +118,5 @@ class Store:
         return {kind: counts.get(kind, 0) for kind in PROMPT_EVENTS}
 
 
-def open_store(url: str, topics: tuple[Topic, ...]) -> Store:
-    return Store(connect(url), topics)
+def open_store(url: str, topics: tuple[Topic, ...], patience: float = WEB_PATIENCE) -> Store:
+    return Store(connect(url, patience), topics)
