@@ -15,6 +15,7 @@ import click
 
 from .errors import SettingsError
 from .settings import DEV_VAPID_SUBJECT, Settings, load_settings
+from .store.campaign_store import COUNTERS
 
 
 def _settings() -> Settings:
@@ -257,8 +258,8 @@ def _when(epoch: float | None) -> str:
 
 
 def _progress(campaign: dict) -> int:
-    """Subscribers finished with (sent, failed or expired)."""
-    return campaign["sent"] + campaign["failed"] + campaign["expired"]
+    """Subscribers finished with (sent, failed, expired or skipped)."""
+    return campaign["sent"] + campaign["failed"] + campaign["expired"] + campaign["skipped"]
 
 
 @main.command("campaigns")
@@ -296,7 +297,7 @@ def _show(campaign: dict) -> None:
     click.echo(f"campaign {campaign['id']}: {campaign['state']}")
     click.echo(f"  story     {story.get('id')}  {story.get('title', '')}")
     click.echo(f"  topics    {', '.join(story.get('topics', []))}")
-    for name in ("targeted", "sent", "failed", "expired", "retrying", "delivered", "clicked", "dismissed"):
+    for name in COUNTERS:
         click.echo(f"  {name:<9} {campaign[name]}")
     for name in ("created_at", "send_at", "started_at", "finished_at"):
         if campaign.get(name) or name != "send_at":

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
+from .targeting import MAX_FREQUENCY_CAP, Targeting, parse_quiet_hours
 from .topics import Topic, parse_topics
 
 DEV_VAPID_SUBJECT = "mailto:dev@example.com"
@@ -116,6 +117,7 @@ class Settings:
     max_attempts: int = 5
     queue_name: str = "storypush"
     topics: tuple[Topic, ...] = field(default_factory=lambda: parse_topics(None))
+    targeting: Targeting = field(default_factory=Targeting)
 
     def require_production(self) -> None:
         """Refuse to run `web`/`worker` with a configuration push services would reject."""
@@ -156,7 +158,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_attempts=_int(env, "STORYPUSH_MAX_ATTEMPTS", 5),
         queue_name=env.get("STORYPUSH_QUEUE") or "storypush",
         topics=parse_topics(env.get("STORYPUSH_TOPICS")),
+        targeting=Targeting(
+            frequency_cap=_int(env, "STORYPUSH_FREQUENCY_CAP", 0, minimum=0),
+            quiet_hours=parse_quiet_hours(env.get("STORYPUSH_QUIET_HOURS")),
+        ),
     )
+    if settings.targeting.frequency_cap > MAX_FREQUENCY_CAP:
+        raise SettingsError("STORYPUSH_FREQUENCY_CAP", f"must be at most {MAX_FREQUENCY_CAP} (0 for no cap)")
     if settings.admin_token is not None and len(settings.admin_token) < 16:
         raise SettingsError("STORYPUSH_ADMIN_TOKEN", "must be at least 16 characters")
     return settings

@@ -45,6 +45,7 @@ class Outcome(StrEnum):
     EXPIRED = "expired"
     RETRY = "retry"
     FAILED = "failed"
+    SKIPPED = "skipped"  # never sent: the subscriber's quiet hours or daily cap (service.targeting)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ import logging
 import random
 import time
 import uuid
+from datetime import date
 from typing import Any
 
-from service import receipts
+from service import receipts, targeting
 from service.logs import log_push_problems
 from service.store.campaign_store import CampaignState, cut_ranges
 from service.store.metrics_store import PushTally
@@ -234,8 +235,12 @@ class BatchRun:
                 self._count("retrying")
                 self.tally.add(endpoint, "retry", elapsed, result.reason, result.status)
                 return
-        self.tally.add(endpoint, outcome.value, elapsed, result.reason, result.status)
         self.resolved.append(id_)
+        if outcome is Outcome.SKIPPED:  # no request was made: nothing for the push metrics
+            self._count("skipped")
+            self._error(result.reason)
+            return
+        self.tally.add(endpoint, outcome.value, elapsed, result.reason, result.status)
         if outcome is Outcome.SENT:
             self._count("sent")
             if id_ in self.failing:
@@ -310,12 +315,39 @@ class BatchRun:
                 if not self.remaining:
                     settled.set()
 
+        for id_, subscription in self._targeted(ids, subscriptions):
+            self.remaining += 1
+            self.tasks.append(asyncio.ensure_future(push(id_, subscription)))
+
+    def _targeted(self, ids: list[int], subscriptions: list[Subscription | None]) -> list[tuple[int, Subscription]]:
+        """The (id, subscription) pairs to send to; the rest are recorded here: gone since
+        the snapshot, or in quiet hours or over the daily cap (first attempt only: a retry
+        is the same push, already counted)."""
+        rules = self.rt.settings.targeting
+        apply_rules = self.attempt == 1 and rules.active
+        now = time.time()
+        chosen: list[tuple[int, Subscription]] = []
+        capped_days: list[tuple[int, date]] = []
         for id_, subscription in zip(ids, subscriptions, strict=True):
             if subscription is None:  # unsubscribed since the snapshot
                 self.record(id_, None, Result(Outcome.EXPIRED, "unsubscribed"))
-            else:
-                self.remaining += 1
-                self.tasks.append(asyncio.ensure_future(push(id_, subscription)))
+                continue
+            if apply_rules:
+                local = rules.local_time(subscription.timezone, now)
+                if rules.quiet(local):
+                    self.record(id_, subscription, Result(Outcome.SKIPPED, targeting.QUIET_HOURS))
+                    continue
+                if rules.frequency_cap:
+                    capped_days.append((id_, rules.cap_day(local)))
+            chosen.append((id_, subscription))
+        if not capped_days:
+            return chosen
+        allowed = self.rt.store.frequency_caps.take(capped_days, rules.frequency_cap)
+        over = {id_ for (id_, _), ok in zip(capped_days, allowed, strict=True) if not ok}
+        for id_, subscription in chosen:
+            if id_ in over:
+                self.record(id_, subscription, Result(Outcome.SKIPPED, targeting.FREQUENCY_CAP))
+        return [(id_, subscription) for id_, subscription in chosen if id_ not in over]
 
     async def finish(self) -> None:
         """Stop what is still in flight (cancel or deadline), hand it to a retry job, write

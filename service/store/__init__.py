@@ -18,6 +18,7 @@ from ..settings import Settings
 from ..topics import Topic
 from . import keys
 from .campaign_store import AudienceStore, CampaignStore
+from .frequency_cap import FrequencyCapStore
 from .metrics_store import MetricsStore
 from .rate_limit import RateSlot
 from .subscription_store import SubscriptionStore
@@ -92,6 +93,10 @@ class Store:
     @cached_property
     def metrics(self) -> MetricsStore:
         return MetricsStore(self.client)
+
+    @cached_property
+    def frequency_caps(self) -> FrequencyCapStore:
+        return FrequencyCapStore(self.client)
 
     @cached_property
     def topic_ids(self) -> frozenset[str]:

@@ -31,7 +31,7 @@ class CampaignState(StrEnum):
 
 
 FINAL_STATES = frozenset({CampaignState.DONE, CampaignState.CANCELLED, CampaignState.FAILED})
-COUNTERS = ("targeted", "sent", "failed", "expired", "retrying", "delivered", "clicked", "dismissed")
+COUNTERS = ("targeted", "sent", "failed", "expired", "skipped", "retrying", "delivered", "clicked", "dismissed")
 RECEIPT_KINDS = ("delivered", "clicked", "dismissed")
 # Campaign keys outlive the campaign long enough for receipts and the dashboard.
 CAMPAIGN_TTL = 30 * 86400

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 PREFIX = "sp:"
 
 # Endpoint digests are spread over this many small hashes so each stays in
@@ -96,6 +98,11 @@ METRICS_WEBHOOKS = PREFIX + "metrics:webhooks"
 def metrics_rate(minute: int) -> str:
     """Pushes answered during one minute (Unix time // 60); expires after the chart's hour."""
     return f"{PREFIX}metrics:rate:{minute}"
+
+
+def frequency_cap(day: date) -> str:
+    """One byte per subscription id: story pushes counted on `day`, the subscriber's own date."""
+    return f"{PREFIX}fcap:{day:%Y%m%d}"
 
 
 def campaign_todo(campaign_id: str) -> str:

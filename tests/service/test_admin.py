@@ -18,7 +18,7 @@ from tests.helpers import subscribe_body
 TOKEN = "test-admin-token-0123456789"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 CAMPAIGN_KEYS = {
-    "id", "story", "state", "targeted", "sent", "failed", "expired", "retrying", "delivered", "clicked",
+    "id", "story", "state", "targeted", "sent", "failed", "expired", "skipped", "retrying", "delivered", "clicked",
     "dismissed", "created_at", "started_at", "finished_at", "errors",
 }  # fmt: skip
 

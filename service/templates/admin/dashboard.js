@@ -45,7 +45,7 @@
   }
   const post = (path) => api(path, { method: "POST" });
 
-  function done(c) { return c.sent + c.failed + c.expired; }
+  function done(c) { return c.sent + c.failed + c.expired + c.skipped; }
   function percent(c) {
     if (c.state === "done") return 100;
     return c.targeted ? Math.min(100, Math.floor((100 * done(c)) / c.targeted)) : 0;
@@ -156,7 +156,7 @@
     byId("state").replaceWith(Object.assign(badge(c.state), { id: "state" }));
     byId("cancel").disabled = FINAL.has(c.state);
     byId("progress").replaceWith(Object.assign(progressBar(c, true), { id: "progress" }));
-    const names = ["targeted", "sent", "failed", "expired", "retrying", "delivered", "clicked", "dismissed"];
+    const names = ["targeted", "sent", "failed", "expired", "skipped", "retrying", "delivered", "clicked", "dismissed"];
     fill("counters", [...names.map((k) => h("div", { "data-counter": k }, h("dt", {}, k), h("dd", {}, fmt(c[k])))),
       h("div", {}, h("dt", {}, "rate"), h("dd", {}, rate(c)))]);
     const errors = Object.entries(c.errors).sort((a, b) => b[1] - a[1]);
