@@ -236,7 +236,8 @@ class BatchRun:
                 self.tally.add(endpoint, "retry", elapsed, result.reason, result.status)
                 return
         self.resolved.append(id_)
-        if outcome is Outcome.SKIPPED:  # no request was made: nothing for the push metrics
+        if outcome is Outcome.SKIPPED:  # no request was made: no origin, no latency
+            self.tally.add(None, outcome.value, None, result.reason)
             self._count("skipped")
             self._error(result.reason)
             return
