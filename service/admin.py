@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from . import metrics
 from .errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
-from .http import client_id
+from .http import bearer_token, client_id, same_secret
 from .state import current_state
 from .store.campaign_store import FINAL_STATES, CampaignState
 from .store.rate_limit import RateSlot
@@ -49,15 +49,6 @@ CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-ac
 def _serializer(admin_token: str) -> URLSafeTimedSerializer:
     key = hmac.new(admin_token.encode(), b"storypush admin session v1", hashlib.sha256).digest()
     return URLSafeTimedSerializer(key, salt="storypush-admin-session")
-
-
-def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _bearer() -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
 
 
 def _session(admin_token: str) -> dict[str, Any] | None:
@@ -92,16 +83,16 @@ def _authorize() -> BaseResponse | None:
         return None
     if admin_token is None:
         return _refuse("admin is disabled: STORYPUSH_ADMIN_TOKEN is not set")
-    bearer = _bearer()
+    bearer = bearer_token()
     if bearer is not None:
-        if not _same(bearer, admin_token):
+        if not same_secret(bearer, admin_token):
             raise Unauthorized("wrong admin token")
         g.admin_auth = "bearer"
         return None
     session = _session(admin_token)
     if session is None:
         return _refuse("sign in with the admin token")
-    if request.method not in SAFE_METHODS and not _same(_csrf_sent(), session["csrf"]):
+    if request.method not in SAFE_METHODS and not same_secret(_csrf_sent(), session["csrf"]):
         raise Forbidden("missing or wrong CSRF token")
     g.admin_auth, g.csrf_token = "session", session["csrf"]
     return None
@@ -132,7 +123,7 @@ def login_submit() -> BaseResponse | tuple[str, int]:
     state = current_state()
     admin_token = state.settings.admin_token
     state.store.hit_rate_limit(RateSlot.current(f"admin-login:{client_id()}", LOGIN_ATTEMPTS_PER_MINUTE))
-    if admin_token is None or not _same(request.form.get("token", ""), admin_token):
+    if admin_token is None or not same_secret(request.form.get("token", ""), admin_token):
         error = "admin is disabled: STORYPUSH_ADMIN_TOKEN is not set" if admin_token is None else "wrong token"
         return render_template("admin/login.html", error=error, disabled=admin_token is None), 401
     target = request.args.get("next", "")

@@ -5,6 +5,7 @@ Only here do domain errors become `{"error": {"code", "message", "field"}}`.
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import TypeVar
 
@@ -56,6 +57,17 @@ def parse_model(model: type[Model], data: object, prefix: str | None = None, **c
 def parse_body(model: type[Model], **context: object) -> Model:
     """Validate the JSON request body against `model`."""
     return parse_model(model, read_json(), **context)
+
+
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer …` header, if the request has one."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison, so response timing does not reveal a secret's prefix."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def client_id() -> str:

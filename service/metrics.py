@@ -22,7 +22,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.results import Result
 
-from .errors import NotFound
+from .errors import NotFound, Unauthorized
+from .http import bearer_token, same_secret
 from .state import AppState, current_state
 from .store import Store
 
@@ -201,5 +202,10 @@ def render_metrics(state: AppState) -> bytes:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format; no auth (keep it off the public internet, see docs/operations.md)."""
-    return Response(render_metrics(current_state()), content_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format. Open, as CONTRACT.md has it, unless STORYPUSH_METRICS_TOKEN
+    is set: then only with that bearer token (Prometheus's `authorization` scrape setting)."""
+    state = current_state()
+    expected = state.settings.metrics_token
+    if expected is not None and not same_secret(bearer_token() or "", expected):
+        raise Unauthorized("metrics need the bearer token STORYPUSH_METRICS_TOKEN")
+    return Response(render_metrics(state), content_type=CONTENT_TYPE_LATEST)

@@ -106,6 +106,7 @@ class Settings:
     vapid_subject: str | None = None
     webhook_secret: str | None = None
     admin_token: str | None = None
+    metrics_token: str | None = None
     allowed_origins: tuple[str, ...] = ()
     push_hosts: tuple[str, ...] = ()
     # Writes per client per minute on the browser API.
@@ -149,6 +150,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         vapid_subject=subject,
         webhook_secret=_check_webhook_secret(env.get("STORYPUSH_WEBHOOK_SECRET")),
         admin_token=env.get("STORYPUSH_ADMIN_TOKEN") or None,
+        metrics_token=env.get("STORYPUSH_METRICS_TOKEN") or None,
         allowed_origins=tuple(o.rstrip("/") for o in _csv(env.get("STORYPUSH_ALLOWED_ORIGINS"))),
         push_hosts=tuple(_check_push_host(h) for h in _csv(env.get("STORYPUSH_PUSH_HOSTS"))),
         rate_limit_per_minute=_int(env, "STORYPUSH_RATE_LIMIT", 60),
@@ -165,6 +167,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     if settings.targeting.frequency_cap > MAX_FREQUENCY_CAP:
         raise SettingsError("STORYPUSH_FREQUENCY_CAP", f"must be at most {MAX_FREQUENCY_CAP} (0 for no cap)")
-    if settings.admin_token is not None and len(settings.admin_token) < 16:
-        raise SettingsError("STORYPUSH_ADMIN_TOKEN", "must be at least 16 characters")
+    tokens = {"STORYPUSH_ADMIN_TOKEN": settings.admin_token, "STORYPUSH_METRICS_TOKEN": settings.metrics_token}
+    for name, token in tokens.items():
+        if token is not None and len(token) < 16:
+            raise SettingsError(name, "must be at least 16 characters")
     return settings

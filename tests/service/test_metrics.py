@@ -14,7 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import create_app
+from service.errors import SettingsError
 from service.logs import _StorypushHandler, configure_logging, endpoint_ref
+from service.settings import load_settings
 from service.store.metrics_store import PushTally, push_origin
 from tests.service.test_admin import BEARER
 from tests.service.test_webhooks import STORY, post
@@ -151,7 +153,28 @@ def test_metrics_need_no_auth_but_admin_does(client):
     assert client.get("/admin/api/overview").status_code == 401
 
 
+def test_a_metrics_token_guards_metrics_when_set(settings, vapid_key):
+    token = "scrape-token-0123456789"
+    client = create_app(settings.with_overrides(metrics_token=token)).test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {token}"}):
+        refused = client.get("/metrics", headers=headers)
+        assert refused.status_code == 401, headers
+        assert refused.get_json()["error"]["code"] == "unauthorized"
+    allowed = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert allowed.status_code == 200 and b"storypush_subscribers" in allowed.data
+    # The admin token is a different secret: it does not open /metrics.
+    assert client.get("/metrics", headers=BEARER).status_code == 401
+
+
 def test_endpoint_ref_is_short_and_stable():
     endpoint = "https://fcm.googleapis.com/fcm/send/x"
     assert endpoint_ref(endpoint) == endpoint_ref(endpoint) and len(endpoint_ref(endpoint)) == 12
     assert "fcm" not in endpoint_ref(endpoint)
+
+
+@pytest.mark.parametrize("name", ["STORYPUSH_METRICS_TOKEN", "STORYPUSH_ADMIN_TOKEN"])
+def test_short_tokens_stop_start_up(name):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: "short"})
+    assert caught.value.variable == name
+    assert getattr(load_settings({name: "x" * 16}), name.removeprefix("STORYPUSH_").lower()) == "x" * 16
