@@ -172,7 +172,7 @@ def _finished(rt: Runtime, campaign_id: str) -> None:
     campaign = rt.store.campaigns.get(campaign_id) or {}
     if campaign.get("started_at") and campaign.get("finished_at"):
         rt.store.metrics.observe_campaign_duration(campaign["finished_at"] - campaign["started_at"])
-    counts = {name: campaign.get(name) for name in ("targeted", "sent", "failed", "expired")}
+    counts = {name: campaign.get(name) for name in ("targeted", "sent", "failed", "expired", "skipped")}
     logger.info("campaign %s done: %s", campaign_id, counts, extra={"campaign_id": campaign_id, **counts})
 
 
