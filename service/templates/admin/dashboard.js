@@ -161,7 +161,7 @@
       h("div", {}, h("dt", {}, "rate"), h("dd", {}, rate(c)))]);
     const errors = Object.entries(c.errors).sort((a, b) => b[1] - a[1]);
     fill("errors", errors.length ? errors.map(([reason, n]) => h("tr", {}, h("td", {}, h("code", {}, reason)),
-      h("td", { class: "num" }, fmt(n)))) : [h("tr", {}, h("td", { colspan: 2, class: "muted" }, "No errors."))]);
+      h("td", { class: "num" }, fmt(n)))) : [h("tr", {}, h("td", { colspan: 2, class: "muted" }, "None so far."))]);
     const steps = [["created", c.created_at], ["scheduled for", c.send_at], ["started", c.started_at],
       [c.state === "cancelled" ? "cancelled" : "finished", c.finished_at]].filter(([label, t]) => label !== "scheduled for" || t);
     fill("timeline", steps.map(([label, t]) => h("li", { class: t ? "" : "pending" }, h("strong", {}, label), " ", time(t))));
