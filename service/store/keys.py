@@ -41,6 +41,11 @@ def failures(id_: int) -> str:
     return f"{FAILURE_PREFIX}{id_}"
 
 
+def frequency_cap(day: date) -> str:
+    """One byte per subscription id: story pushes counted on `day`, the subscriber's own date."""
+    return f"{PREFIX}fcap:{day:%Y%m%d}"
+
+
 def rate_limit(client: str, window: int) -> str:
     return f"{PREFIX}rl:{client}:{window}"
 
@@ -98,11 +103,6 @@ METRICS_WEBHOOKS = PREFIX + "metrics:webhooks"
 def metrics_rate(minute: int) -> str:
     """Pushes answered during one minute (Unix time // 60); expires after the chart's hour."""
     return f"{PREFIX}metrics:rate:{minute}"
-
-
-def frequency_cap(day: date) -> str:
-    """One byte per subscription id: story pushes counted on `day`, the subscriber's own date."""
-    return f"{PREFIX}fcap:{day:%Y%m%d}"
 
 
 def campaign_todo(campaign_id: str) -> str:

@@ -31,6 +31,12 @@ def open_demo(context: BrowserContext, server: LiveServer) -> Page:
     return page
 
 
+def declined_ago(page: Page, ms: int) -> None:
+    """Pretend "Not now" was pressed `ms` milliseconds ago, and load the page again."""
+    page.evaluate(f"localStorage.setItem('storypush:notNowAt', String(Date.now() - {ms}))")
+    page.reload()
+
+
 def funnel_is(store: Store, **expected: int) -> Callable[[], bool]:
     """A check that the server's prompt funnel has (at least these) exact counts."""
     return lambda: all(store.prompt_funnel()[kind] == n for kind, n in expected.items())
@@ -140,11 +146,9 @@ def test_not_now_snoozes_for_seven_days(new_context, live_server: LiveServer, st
     expect(page.locator(BANNER)).to_have_count(0)
 
     # Six days later: still quiet. Seven days and a minute later: asked again.
-    page.evaluate(f"localStorage.setItem('storypush:notNowAt', String(Date.now() - 6 * {DAY_MS}))")
-    page.reload()
+    declined_ago(page, 6 * DAY_MS)
     assert prompt_state(page) == "snoozed"
-    page.evaluate(f"localStorage.setItem('storypush:notNowAt', String(Date.now() - 7 * {DAY_MS} - 60000))")
-    page.reload()
+    declined_ago(page, 7 * DAY_MS + 60_000)
     assert prompt_state(page) == "shown"
     expect(page.locator(BANNER)).to_be_visible()
     wait_until(funnel_is(store, shown=2, declined=1), message="second shown counted")
@@ -278,11 +282,9 @@ def test_data_attributes_configure_the_banner(new_context, live_server: LiveServ
         expect(page.get_by_role("checkbox", name=name)).not_to_be_checked()
     page.get_by_role("button", name="Later").click()
     expect(page.locator(BANNER)).to_have_count(0)
-    page.evaluate(f"localStorage.setItem('storypush:notNowAt', String(Date.now() - {DAY_MS} + 60000))")
-    page.reload()
+    declined_ago(page, DAY_MS - 60_000)
     assert prompt_state(page) == "snoozed"
-    page.evaluate(f"localStorage.setItem('storypush:notNowAt', String(Date.now() - {DAY_MS} - 60000))")
-    page.reload()
+    declined_ago(page, DAY_MS + 60_000)
     assert prompt_state(page) == "shown"
     expect(page.get_by_role("button", name="Yes please")).to_be_visible()
 

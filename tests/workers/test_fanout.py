@@ -46,6 +46,11 @@ def drain(redis_client, queue_name: str, timeout: float = 30.0) -> None:
     raise AssertionError("jobs did not drain in time")
 
 
+def next_job(queue: Queue):
+    """Take the next job off `queue` without a worker (the test then performs it)."""
+    return queue.dequeue_any([queue], None, connection=queue.connection)[0]
+
+
 def publish(app, webhook_secret, story=None):
     response = post(app.test_client(), webhook_secret, {"type": "story.published", "data": story or STORY})
     assert response.status_code == 202
@@ -186,12 +191,12 @@ def test_update_changes_later_batches_and_unpublish_cancels(
     campaign = publish(fanout, webhook_secret)
     queue = Queue("storypush", connection=redis_client)
     # run the campaign job only: batches are queued, nothing sent yet
-    job = queue.dequeue_any([queue], None, connection=redis_client)[0]
+    job = next_job(queue)
     job.perform()
     assert len(queue.job_ids) == 3
     updated = {**STORY, "title": "Updated walrus title"}
     assert post(client, webhook_secret, {"type": "story.updated", "data": updated}).status_code == 200
-    first = queue.dequeue_any([queue], None, connection=redis_client)[0]
+    first = next_job(queue)
     first.perform()
     assert {json.loads(m.plaintext)["title"] for m in sim.messages()} == {"Updated walrus title"}
     first_batch = len(sim.messages())
@@ -232,15 +237,15 @@ def test_a_batch_runs_ahead_and_the_taken_batches_jobs_skip(fanout, sim, vapid_k
     subscribe(client, sim.mint(70, vapid_key.public_bytes), ["animals"])
     campaign = publish(fanout, webhook_secret)
     queue = Queue("storypush", connection=redis_client)
-    queue.dequeue_any([queue], None, connection=redis_client)[0].perform()  # the campaign job
+    next_job(queue).perform()  # the campaign job
     batches = len(queue.job_ids)
     assert batches >= 3
-    summary = queue.dequeue_any([queue], None, connection=redis_client)[0].perform()
+    summary = next_job(queue).perform()
     assert len(summary["ran_ahead"]) == batches - 1  # one job sent the whole campaign
     assert len(sim.messages()) == 70
     assert store.campaigns.get(campaign)["state"] == "done"
     for _ in range(batches - 1):
-        skipped = queue.dequeue_any([queue], None, connection=redis_client)[0].perform()
+        skipped = next_job(queue).perform()
         assert skipped == {"skipped": "already finished"}
     assert len(sim.messages()) == 70
 
@@ -253,8 +258,8 @@ def test_a_batch_leased_by_another_worker_is_not_sent_twice(fanout, sim, vapid_k
     subscribe(client, sim.mint(5, vapid_key.public_bytes), ["animals"])
     campaign = publish(fanout, webhook_secret)
     queue = Queue("storypush", connection=redis_client)
-    queue.dequeue_any([queue], None, connection=redis_client)[0].perform()
-    batch = queue.dequeue_any([queue], None, connection=redis_client)[0]
+    next_job(queue).perform()
+    batch = next_job(queue)
     assert store.campaigns.acquire_lease(campaign, "0", "another-worker", 30)
     with pytest.raises(UnitBusy):
         batch.perform()
