@@ -39,6 +39,7 @@ PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.login_submit"})
 # Sign-in attempts per client per minute: a token can't be guessed, but don't invite trying.
 LOGIN_ATTEMPTS_PER_MINUTE = 10
 MAX_CAMPAIGNS = 500
+DISABLED = "admin is disabled: STORYPUSH_ADMIN_TOKEN is not set"
 # Scripts and styles only from our own origin: no inline JS for an injected string to become.
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 
@@ -82,7 +83,7 @@ def _authorize() -> BaseResponse | None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if admin_token is None:
-        return _refuse("admin is disabled: STORYPUSH_ADMIN_TOKEN is not set")
+        return _refuse(DISABLED)
     bearer = bearer_token()
     if bearer is not None:
         if not same_secret(bearer, admin_token):
@@ -113,7 +114,7 @@ def _harden(response: Response) -> Response:
 def login() -> tuple[str, int]:
     """The sign-in form (asks for the admin token)."""
     disabled = current_state().settings.admin_token is None
-    error = "admin is disabled: STORYPUSH_ADMIN_TOKEN is not set" if disabled else None
+    error = DISABLED if disabled else None
     return render_template("admin/login.html", error=error, disabled=disabled), 401 if disabled else 200
 
 
@@ -124,7 +125,7 @@ def login_submit() -> BaseResponse | tuple[str, int]:
     admin_token = state.settings.admin_token
     state.store.hit_rate_limit(RateSlot.current(f"admin-login:{client_id()}", LOGIN_ATTEMPTS_PER_MINUTE))
     if admin_token is None or not same_secret(request.form.get("token", ""), admin_token):
-        error = "admin is disabled: STORYPUSH_ADMIN_TOKEN is not set" if admin_token is None else "wrong token"
+        error = DISABLED if admin_token is None else "wrong token"
         return render_template("admin/login.html", error=error, disabled=admin_token is None), 401
     target = request.args.get("next", "")
     response = redirect(target if target.startswith("/admin") and "//" not in target else url_for("admin.dashboard"))
@@ -222,8 +223,7 @@ def cancel_campaign(campaign_id: str) -> Response:
     state = campaigns_.state(campaign_id)
     if state is None:
         raise NotFound(f"no campaign {campaign_id}", field="id")
-    # Checked first: `cancel()` also reports success for an already-cancelled campaign.
-    if state in FINAL_STATES or not campaigns_.cancel(campaign_id):
+    if not campaigns_.cancel(campaign_id):  # only moves a campaign that is not final yet
         raise Conflict(f"campaign is already {campaigns_.state(campaign_id)}", field="state")
     return jsonify(campaigns_.get(campaign_id))
 

@@ -15,7 +15,7 @@ import click
 
 from .errors import SettingsError
 from .settings import DEV_VAPID_SUBJECT, Settings, load_settings
-from .store.campaign_store import COUNTERS
+from .store.campaign_store import COUNTERS, FINAL_STATES
 
 
 def _settings() -> Settings:
@@ -244,9 +244,6 @@ def dev(host: str, port: int, worker_processes: int) -> None:
 
 # -- operating campaigns and subscribers (the store directly; no web process needed) --
 
-FINAL_CAMPAIGN_STATES = ("done", "cancelled", "failed")
-
-
 def _store():
     from .state import AppState
 
@@ -313,7 +310,7 @@ def _show(campaign: dict) -> None:
 def campaign_show(campaign_id: str, follow: bool, interval: float) -> None:
     """Print a campaign's state, counters, timeline and errors by reason."""
     campaign = _get_campaign(campaign_id)
-    if follow and campaign["state"] not in FINAL_CAMPAIGN_STATES:
+    if follow and campaign["state"] not in FINAL_STATES:
         store = _store()
         # The audience size is known once the campaign starts; until then the bar waits at 0.
         with click.progressbar(length=max(1, campaign["targeted"]), label=f"campaign {campaign_id}") as bar:
@@ -323,7 +320,7 @@ def campaign_show(campaign_id: str, follow: bool, interval: float) -> None:
                 bar.length = max(1, campaign["targeted"])
                 bar.update(_progress(campaign) - shown)
                 shown = _progress(campaign)
-                if campaign["state"] in FINAL_CAMPAIGN_STATES:
+                if campaign["state"] in FINAL_STATES:
                     break
                 time.sleep(interval)
     _show(campaign)
@@ -335,8 +332,7 @@ def campaign_cancel(campaign_id: str) -> None:
     """Cancel a campaign that is scheduled, queued or sending; batches not yet sent skip it."""
     store = _store()
     campaign = _get_campaign(campaign_id)
-    # Checked first: `cancel()` also reports success for an already-cancelled campaign.
-    if campaign["state"] in FINAL_CAMPAIGN_STATES or not store.campaigns.cancel(campaign_id):
+    if not store.campaigns.cancel(campaign_id):  # only moves a campaign that is not final yet
         raise click.ClickException(f"campaign {campaign_id} is already {store.campaigns.state(campaign_id)}")
     click.echo(f"campaign {campaign_id} cancelled ({_progress(campaign)} of {campaign['targeted']} already done)")
 

@@ -289,8 +289,9 @@ class BatchRun:
         if campaign is None:
             return
         story = campaign["story"]
+        headers = PushHeaders.for_story(story)
         started = campaign["started_at"] or time.time()
-        self.expires_at = started + PushHeaders.for_story(story).ttl
+        self.expires_at = started + headers.ttl
         ids = store.audiences.pending_ids(self.campaign_id, self.start_id, self.end, self.only_list)
         if self.only is not None:
             # Ids settled by an earlier run of this unit were already taken off "retrying".
@@ -299,7 +300,6 @@ class BatchRun:
         subscriptions = store.subscriptions.get_many(ids)
         self.failing = store.subscriptions.failing(ids)
         template = build_template(self.campaign_id, story)
-        headers = PushHeaders.for_story(story)
         sender: Sender = rt.sender  # the seam: jobs never see HTTP or crypto
         key = rt.receipt_key
 

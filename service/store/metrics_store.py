@@ -38,6 +38,12 @@ def _bound(value: float) -> str:
     return "+Inf" if value == float("inf") else repr(float(value))
 
 
+def _bucket(bounds: tuple[float, ...], value: float) -> str:
+    """The label of the smallest bucket bound holding `value` ("+Inf" past the last)."""
+    index = bisect_left(bounds, value)
+    return _bound(bounds[index] if index < len(bounds) else float("inf"))
+
+
 @dataclass
 class Histogram:
     """A histogram as Prometheus wants it: cumulative bucket counts, sum and count."""
@@ -67,9 +73,7 @@ class PushTally:
         if endpoint is not None:
             self.pushes += 1
         if elapsed is not None:
-            index = bisect_left(PUSH_DURATION_BUCKETS, elapsed)
-            bound = PUSH_DURATION_BUCKETS[index] if index < len(PUSH_DURATION_BUCKETS) else float("inf")
-            self.durations[_bound(bound)] += 1
+            self.durations[_bucket(PUSH_DURATION_BUCKETS, elapsed)] += 1
             self.duration_sum += elapsed
         if result != "sent":
             self.problems[(origin, result, reason, status)] += 1
@@ -106,10 +110,8 @@ class MetricsStore:
 
     def observe_campaign_duration(self, seconds: float) -> None:
         """A campaign reached done after `seconds` from its start."""
-        index = bisect_left(CAMPAIGN_DURATION_BUCKETS, seconds)
-        bound = CAMPAIGN_DURATION_BUCKETS[index] if index < len(CAMPAIGN_DURATION_BUCKETS) else float("inf")
         pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(keys.METRICS_CAMPAIGN_DURATION, _bound(bound), 1)
+        pipe.hincrby(keys.METRICS_CAMPAIGN_DURATION, _bucket(CAMPAIGN_DURATION_BUCKETS, seconds), 1)
         pipe.hincrby(keys.METRICS_CAMPAIGN_DURATION, "count", 1)
         pipe.hincrbyfloat(keys.METRICS_CAMPAIGN_DURATION, "sum", max(0.0, seconds))
         pipe.execute()
