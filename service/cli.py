@@ -244,6 +244,7 @@ def dev(host: str, port: int, worker_processes: int) -> None:
 
 # -- operating campaigns and subscribers (the store directly; no web process needed) --
 
+
 def _store():
     from .state import AppState
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import redis
 from flask import Blueprint, Response, g, jsonify, request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -23,7 +26,9 @@ def _count_call(response: Response) -> Response:
     outcome = g.get("webhook_outcome") or _OUTCOME_BY_STATUS.get(status)
     if outcome is None:
         outcome = "accepted" if status < 300 else "invalid" if status < 500 else "error"
-    current_state().store.metrics.count_webhook(outcome)
+    # A metric lost while Redis is down must not turn the answer (say, 503) into a 500.
+    with contextlib.suppress(redis.RedisError):
+        current_state().store.metrics.count_webhook(outcome)
     return response
 
 

@@ -21,7 +21,7 @@ from service.embedded_redis import ensure_embedded_redis
 from service.settings import Settings
 from tests.e2e.conftest import process_env, running_stack, wait_for
 from tests.e2e.test_fanout_e2e import publish, subscribe_all
-from tests.service.test_webhooks import STORY
+from tests.service.test_webhooks import STORY, signed
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,9 @@ def test_a_redis_restart_mid_campaign_loses_nothing_and_sends_once(
 
             server.stop()
             stopped_at = time.time()
-            # While it is down: health says so, and a reader's subscribe gets a 503 in the
-            # error shape with Retry-After (never a 500), after the web's short patience.
+            # While it is down: health says so, and a reader's subscribe and the CMS's webhook
+            # get a 503 in the error shape with Retry-After (never a 500), after the web's
+            # short patience.
             assert requests.get(stack.base + "/healthz", timeout=10).status_code == 503
             late = sim.mint(1, vapid_key.public_bytes)[0]
             refused = requests.post(
@@ -65,6 +66,9 @@ def test_a_redis_restart_mid_campaign_loses_nothing_and_sends_once(
             )
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable", refused.text
             assert refused.headers["Retry-After"] == "5"
+            body, headers = signed(webhook_secret, {"type": "story.published", "data": STORY | {"id": "later-story"}})
+            cms = requests.post(stack.base + "/webhooks/cms", data=body, headers=headers, timeout=10)
+            assert cms.status_code == 503 and cms.json()["error"]["code"] == "unavailable", cms.text
             time.sleep(max(0.0, DOWN_FOR - (time.time() - stopped_at)))
             server = ensure_embedded_redis(redis_dir)
 
