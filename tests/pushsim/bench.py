@@ -4,7 +4,7 @@
 
 Bodies are encrypted and the JWT signed before the clock starts, so the figure is the
 simulator's (and this client's) cost per POST. The server's own CPU time is read from
-/proc, giving its capacity even when this single-process client is the bottleneck.
+psutil, giving its capacity even when this single-process client is the bottleneck.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import http_ece
+import psutil
 import uvloop
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
@@ -26,9 +27,8 @@ from tests.pushsim.crypto import b64url_decode, public_bytes
 
 
 def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def _prepare(sim: PushSimulator, n: int) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
