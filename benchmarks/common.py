@@ -15,6 +15,20 @@ from service.embedded_redis import ensure_embedded_redis
 
 _TOKEN_CHARS = string.ascii_letters + string.digits + "-_"
 
+# The CONTRACT.md example story, as the CMS sends it: what the benchmarks publish
+# and the tests' usual story.
+WALRUS_STORY = {
+    "id": "walrus-our-planet",
+    "title": "Viewers Are Being Broken By The Walrus Scene From Netflix's Our Planet",
+    "body": "The director said it was 'the hardest thing I've ever had to film'.",
+    "url": "https://publisher.example/news/walrus-our-planet",
+    "image": "https://publisher.example/img/walrus.jpg",
+    "topics": ["animals", "tv-and-film"],
+    "send_at": None,
+    "ttl": 14400,
+    "urgency": "normal",
+}
+
 # The browser mix of a European news site; lengths are those of real endpoints
 # (FCM registration tokens are 152 characters, "<11>:APA91b<134>").
 PUSH_SERVICE_MIX: tuple[tuple[str, float], ...] = (("fcm", 0.70), ("mozilla", 0.20), ("apple", 0.10))

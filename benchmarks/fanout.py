@@ -4,7 +4,7 @@ same simulated push service, same run.
     storypush bench [--subscribers 20000] [--latency-ms 0,40] [--sample 200] [--in-flight 200]
                     [--verify sample:50] [--profile /tmp/storypush-profile] [--json]
 
-For each push-service latency it runs, against one `tests.pushsim` simulator pinned to CPU 0:
+For each push-service latency it runs, against one `benchmarks.pushsim` simulator pinned to CPU 0:
 
 1. storypush for real: subscriptions in Redis, a story published through the signed CMS
    webhook, and one `storypush worker --burst` process pinned to CPU 1. Wall time is the
@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from benchmarks import REPO_ROOT
-from tests.helpers import WALRUS_STORY
+from benchmarks.common import WALRUS_STORY
 
 SUBJECT = "mailto:bench@publisher.example.org"
 SIM_CPU, SENDER_CPU = 0, 1
@@ -106,10 +105,7 @@ def pinned(cpu: int, argv: list[str]) -> list[str]:
 
 
 def python_env(extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
+    return {**os.environ, **extra}
 
 
 def run_client(spec: dict[str, Any], workdir: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -119,7 +115,6 @@ def run_client(spec: dict[str, Any], workdir: Path, env: dict[str, str] | None =
     try:
         done = subprocess.run(
             pinned(SENDER_CPU, [sys.executable, "-m", "benchmarks.fanout_clients", str(path)]),
-            cwd=REPO_ROOT,
             env=python_env(env or {}),
             capture_output=True,
             text=True,
@@ -275,7 +270,7 @@ class Deployment:
         log_path = self.workdir / f"worker-{campaign_id}.log"
         argv = pinned(SENDER_CPU, [sys.executable, "-m", "service.cli", "worker", "--burst"])
         with open(log_path, "wb") as log:
-            worker = subprocess.Popen(argv, cwd=REPO_ROOT, env=python_env(self.worker_env()), stdout=log, stderr=log)
+            worker = subprocess.Popen(argv, env=python_env(self.worker_env()), stdout=log, stderr=log)
         spy = None
         if profile is not None:
             spy = start_profiler(worker.pid, profile)
@@ -558,7 +553,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     """Run the benchmark; 0 when it ran (goals are reported, not enforced), 1 on a failed run."""
     args = parse_args(argv)
-    from tests.pushsim.client import PushSimulator
+    from benchmarks.pushsim.client import PushSimulator
 
     n = args.subscribers
     load_before = os.getloadavg()[0]

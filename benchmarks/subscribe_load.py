@@ -33,8 +33,6 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import REPO_ROOT as REPO
-
 SUBJECT = "mailto:bench@publisher.example.org"
 GOAL_RPS = 1_500
 GOAL_P99_MS = 50.0
@@ -46,15 +44,20 @@ _CONFIG_VARS = ("REDIS_URL", "STORYPUSH_STORE_URL", "STORYPUSH_VAPID_PRIVATE_KEY
 
 def _body_parts(pool: int, seed: int) -> list[tuple[bytes, bytes]]:
     """(before endpoint token, after it) JSON fragments for `pool` real subscriber keypairs."""
-    from tests.helpers import BrowserKeys
+    from benchmarks.pushsim.crypto import SubscriberKeys, b64url_encode
 
     rng = random.Random(seed)
     topics = ["news", "entertainment", "tv-and-film", "animals", "sport", "lifestyle"]
     parts = []
     for _ in range(pool):
-        keys = BrowserKeys.generate().subscription_json("https://fcm.googleapis.com/fcm/send/ENDPOINT")
+        keys = SubscriberKeys.generate()
+        subscription = {
+            "endpoint": "https://fcm.googleapis.com/fcm/send/ENDPOINT",
+            "expirationTime": None,
+            "keys": {"p256dh": b64url_encode(keys.p256dh), "auth": b64url_encode(keys.auth)},
+        }
         body = {
-            "subscription": keys,
+            "subscription": subscription,
             "topics": rng.sample(topics, rng.randint(1, 3)),
             "locale": "en-GB",
             "timezone": "Europe/London",
@@ -243,9 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             PYTHONUNBUFFERED="1",
         )
         cli = [sys.executable, "-m", "service.cli"]
-        subprocess.run([*cli, "vapid", "init"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*cli, "vapid", "init"], env=env, check=True, stdout=subprocess.DEVNULL)
         server = subprocess.Popen(
-            [*cli, "web", "--port", str(port), "--workers", str(workers)], cwd=REPO, env=env, start_new_session=True
+            [*cli, "web", "--port", str(port), "--workers", str(workers)], env=env, start_new_session=True
         )
         try:
             _wait_healthy(port)
@@ -264,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             load_before = os.getloadavg()[0]
             cpu_before = _tree_cpu_seconds(server.pid, data_dir)
-            generated = subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+            generated = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
             # Includes the 1 s warm-up and keypair making (server idle then), so a slight overestimate.
             server_cpu = _tree_cpu_seconds(server.pid, data_dir) - cpu_before
             result = json.loads(generated.stdout.strip().splitlines()[-1])

@@ -85,7 +85,7 @@ def store(app):
 @pytest.fixture(scope="session")
 def push_sim() -> Iterator:
     """One real HTTPS push-service simulator process for the session (reset per use)."""
-    from tests.pushsim import PushSimulator
+    from benchmarks.pushsim import PushSimulator
 
     with PushSimulator() as sim:
         yield sim

@@ -14,19 +14,6 @@ from service.vapid import b64url
 
 TEST_SUBJECT = "mailto:ops@publisher.example.org"
 
-# The CONTRACT.md example story, as the CMS sends it.
-WALRUS_STORY = {
-    "id": "walrus-our-planet",
-    "title": "Viewers Are Being Broken By The Walrus Scene From Netflix's Our Planet",
-    "body": "The director said it was 'the hardest thing I've ever had to film'.",
-    "url": "https://publisher.example/news/walrus-our-planet",
-    "image": "https://publisher.example/img/walrus.jpg",
-    "topics": ["animals", "tv-and-film"],
-    "send_at": None,
-    "ttl": 14400,
-    "urgency": "normal",
-}
-
 
 @dataclass
 class BrowserKeys:

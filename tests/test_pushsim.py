@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from py_vapid import Vapid02, VapidException
 from pywebpush import WebPusher, webpush
 
-from tests.pushsim import PushSimulator, SimulatorError, token_of
-from tests.pushsim.crypto import DecryptError, SubscriberKeys, b64url_decode, b64url_encode, decrypt, public_bytes
+from benchmarks.pushsim import PushSimulator, SimulatorError, token_of
+from benchmarks.pushsim.crypto import DecryptError, SubscriberKeys, b64url_decode, b64url_encode, decrypt, public_bytes
 
 SUBJECT = "mailto:ops@publisher.example.org"
 

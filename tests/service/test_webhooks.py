@@ -12,7 +12,7 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 from standardwebhooks.webhooks import Webhook
 
-from tests.helpers import WALRUS_STORY
+from benchmarks.common import WALRUS_STORY
 from workers.queueing import campaign_job_id
 
 STORY = WALRUS_STORY

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
+from benchmarks.pushsim import PushSimulator
 from service.subscriptions import Subscription
 from service.vapid import b64url_decode
 from tests.helpers import TEST_SUBJECT
-from tests.pushsim import PushSimulator
 from workers.delivery import HttpSender, Outcome
 from workers.message import PushHeaders
 from workers.webpush import VapidHeaders

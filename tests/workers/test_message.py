@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from benchmarks.common import WALRUS_STORY
 from service import receipts
-from tests.helpers import WALRUS_STORY
 from workers.delivery import Outcome, classify, parse_retry_after
 from workers.message import MAX_PAYLOAD_BYTES, PushHeaders, build_template, topic_header
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis
 
+from benchmarks.common import WALRUS_STORY
 from service import create_app
 from service.embedded_redis import ensure_embedded_redis
-from tests.helpers import WALRUS_STORY
 from tests.service.test_webhooks import post
 from tests.workers.test_fanout import drain, subscribe
 from workers.runtime import Runtime, set_runtime

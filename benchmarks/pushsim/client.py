@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -22,9 +21,7 @@ from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.pushsim.crypto import b64url_decode, b64url_encode, private_key_pem
-
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.pushsim.crypto import b64url_decode, b64url_encode, private_key_pem
 
 
 class SimulatorError(RuntimeError):
@@ -155,7 +152,7 @@ class PushSimulator:
         command = [
             sys.executable,
             "-m",
-            "tests.pushsim.server",
+            "benchmarks.pushsim.server",
             "--state-dir",
             self._state_dir,
             "--latency-ms",
@@ -165,13 +162,9 @@ class PushSimulator:
         ]
         if self.cpu is not None:
             command += ["--cpu", str(self.cpu)]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
         log = open(state / "server.log", "wb")  # noqa: SIM115 - handed to the child, closed below
         try:
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=_REPO_ROOT, env=env
-            )
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()
         self._finalizer = weakref.finalize(self, _stop_process, self._process, self._state_dir)

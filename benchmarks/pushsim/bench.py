@@ -1,6 +1,6 @@
 """Throughput of the simulator alone: aiohttp at N in flight on kept-alive HTTPS connections.
 
-    python -m tests.pushsim.bench --n 20000 --inflight 200 --verify all --server-cpu 0 --client-cpu 1
+    python -m benchmarks.pushsim.bench --n 20000 --inflight 200 --verify all --server-cpu 0 --client-cpu 1
 
 Bodies are encrypted and the JWT signed before the clock starts, so the figure is the
 simulator's (and this client's) cost per POST. The server's own CPU time is read from
@@ -22,8 +22,8 @@ import uvloop
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 
-from tests.pushsim.client import PushSimulator
-from tests.pushsim.crypto import b64url_decode, public_bytes
+from benchmarks.pushsim.client import PushSimulator
+from benchmarks.pushsim.crypto import b64url_decode, public_bytes
 
 
 def _cpu_seconds(pid: int) -> float:

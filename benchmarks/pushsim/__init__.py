@@ -3,6 +3,6 @@
 See README.md. Public API: `PushSimulator`, `PushMessage`, `SimulatorError`, `token_of`.
 """
 
-from tests.pushsim.client import PushMessage, PushSimulator, SimulatorError, token_of
+from benchmarks.pushsim.client import PushMessage, PushSimulator, SimulatorError, token_of
 
 __all__ = ["PushMessage", "PushSimulator", "SimulatorError", "token_of"]

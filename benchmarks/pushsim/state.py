@@ -9,7 +9,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from tests.pushsim.crypto import SubscriberKeys, b64url_encode
+from benchmarks.pushsim.crypto import SubscriberKeys, b64url_encode
 
 
 @dataclass(slots=True)

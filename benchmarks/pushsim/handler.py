@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-from tests.pushsim.crypto import (
+from benchmarks.pushsim.crypto import (
     DecryptError,
     JwtVerifier,
     SubscriberKeys,
@@ -29,7 +29,7 @@ from tests.pushsim.crypto import (
     load_private_key,
     public_bytes,
 )
-from tests.pushsim.state import Fault, Message, Recorder, Subscriber
+from benchmarks.pushsim.state import Fault, Message, Recorder, Subscriber
 
 logger = logging.getLogger(__name__)
 

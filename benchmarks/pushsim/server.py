@@ -1,6 +1,6 @@
 """The simulator process: HTTPS/1.1 on asyncio + uvloop with an httptools parser.
 
-Run as `python -m tests.pushsim.server --state-dir DIR [--port 0] [--latency-ms 0]
+Run as `python -m benchmarks.pushsim.server --state-dir DIR [--port 0] [--latency-ms 0]
 [--verify all|sample:N|deferred] [--cpu N]`. It writes `DIR/ca.pem` (a throwaway trustme
 CA) and then, atomically, `DIR/ready.json` with the bound port. It exits on SIGTERM/SIGINT
 or when its stdin reaches EOF, so a parent that dies leaves no orphan behind.
@@ -30,7 +30,7 @@ import httptools
 import trustme
 import uvloop
 
-from tests.pushsim.handler import DROP, MAX_REQUEST_BODY, PushHandler, Request, Response
+from benchmarks.pushsim.handler import DROP, MAX_REQUEST_BODY, PushHandler, Request, Response
 
 logger = logging.getLogger(__name__)
 
