@@ -114,7 +114,8 @@ class Settings:
     # Trust this many reverse proxies' X-Forwarded-For when identifying a client.
     trusted_proxies: int = 0
     batch_size: int = 500
-    max_in_flight: int = 200
+    # All lanes together (a safety ceiling: each origin's lane adapts its own limit below it).
+    max_in_flight: int = 2000
     max_attempts: int = 5
     queue_name: str = "storypush"
     topics: tuple[Topic, ...] = field(default_factory=lambda: parse_topics(None))
@@ -156,7 +157,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_per_minute=_int(env, "STORYPUSH_RATE_LIMIT", 60),
         trusted_proxies=_int(env, "STORYPUSH_TRUSTED_PROXIES", 0, minimum=0),
         batch_size=_int(env, "STORYPUSH_BATCH_SIZE", 500),
-        max_in_flight=_int(env, "STORYPUSH_MAX_IN_FLIGHT", 200),
+        max_in_flight=_int(env, "STORYPUSH_MAX_IN_FLIGHT", 2000),
         max_attempts=_int(env, "STORYPUSH_MAX_ATTEMPTS", 5),
         queue_name=env.get("STORYPUSH_QUEUE") or "storypush",
         topics=parse_topics(env.get("STORYPUSH_TOPICS")),

@@ -1,7 +1,11 @@
 """Push delivery: the one module that speaks HTTP to push services.
 
 Callers see `Sender.send(subscription, plaintext, headers) -> Result` and count
-outcomes; encryption, VAPID, connections and status codes stay in here.
+outcomes; encryption, VAPID, connections, status codes and the per-origin lanes
+(`workers.lanes`: queue, adaptive limit, Retry-After pause, circuit breaker) stay in
+here. A push the lane holds back for a moment (a short Retry-After) waits in its lane
+and is sent again; one it holds back for longer comes back as a RETRY that is "not yet"
+(`attempted=False`), not a failed attempt.
 
 Why a small HTTP/1.1 client on asyncio + httptools instead of aiohttp: a push
 is one tiny POST whose answer is a status line and maybe `Retry-After`, and the
@@ -17,27 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import httptools
 
+from service.endpoints import InvalidEndpoint, PushEndpoint, parse_endpoint
 from service.subscriptions import Subscription
 
+from .lanes import Lane, LanePolicy, Lanes, Signal
 from .message import PushHeaders
 from .webpush import VapidHeaders, encrypt
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
-# A throttled origin holds back its requests this long at most before the
-# remaining pushes are handed to a delayed retry job instead.
-MAX_THROTTLE_WAIT = 5.0
-DEFAULT_THROTTLE = 10.0
+# A host whose name does not exist counts against its subscriptions only while other
+# origins connect fine (then it is the endpoint that is junk, not our resolver).
+RESOLVER_TRUSTED_FOR = 600.0
 
 
 class Outcome(StrEnum):
@@ -48,17 +53,33 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # never sent: the subscriber's quiet hours or daily cap (service.targeting)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Result:
+    """What became of one push.
+
+    `attempted` is False for a push the push service never took ("not yet": its origin is
+    throttled or its circuit open): it costs none of the push's attempts. `refusal` marks
+    a failure that is the subscription's own (a 4xx refusal, a host that does not exist),
+    which counts towards deleting it; timeouts and outages never do.
+    """
+
     outcome: Outcome
     reason: str
     status: int | None = None
-    retry_after: float | None = None  # seconds, from the push service's Retry-After
+    retry_after: float | None = None  # seconds, from the push service's Retry-After or the lane
     elapsed: float | None = None  # seconds from request written to answer parsed, for metrics
+    attempted: bool = True
+    refusal: bool = False
+    origin: str | None = None  # the push service's label ("fcm", "apple", a configured host)
 
 
 class Sender(Protocol):
+    """The seam between jobs and the network. A push task cancelled while it waits for a
+    slot gives up (nothing was sent); once its request is on the wire it completes."""
+
     async def send(self, subscription: Subscription, plaintext: bytes, headers: PushHeaders) -> Result: ...
+
+    def wants_work(self) -> bool: ...
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -75,25 +96,28 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def classify(status: int, retry_after: str | None, now: float) -> Result:
-    """Map a push service's answer to what we do next (RFC 8030 and the services' habits)."""
+def classify(status: int, retry_after: str | None, now: float) -> tuple[Result, Signal]:
+    """Map a push service's answer to what we do next (RFC 8030 and the services' habits),
+    and to what it tells the origin's lane."""
     if 200 <= status < 300:
-        return Result(Outcome.SENT, "sent", status)
+        return Result(Outcome.SENT, "sent", status), Signal.FAST
     if status in (404, 410):
-        return Result(Outcome.EXPIRED, f"http_{status}", status)
-    if status in (429, 503, 406):  # 406: WNS's way of saying "throttled"
-        return Result(Outcome.RETRY, f"http_{status}", status, parse_retry_after(retry_after, now))
+        return Result(Outcome.EXPIRED, f"http_{status}", status), Signal.ANSWERED
+    delay = parse_retry_after(retry_after, now)
+    # 429; WNS's 406; Mozilla autopush's "back off" 503 + Retry-After: throttling, not failure.
+    if status in (429, 406) or (status == 503 and delay is not None):
+        return Result(Outcome.RETRY, f"http_{status}", status, delay, attempted=False), Signal.THROTTLED
     if status >= 500:
-        return Result(Outcome.RETRY, f"http_{status}", status)
-    return Result(Outcome.FAILED, f"http_{status}", status)
+        signal = Signal.OVERLOADED if status == 503 else Signal.ANSWERED
+        return Result(Outcome.RETRY, f"http_{status}", status, delay), signal
+    # 413 is our bug (payload too big), never the subscription's.
+    return Result(Outcome.FAILED, f"http_{status}", status, refusal=status != 413), Signal.ANSWERED
 
 
-def split_endpoint(endpoint: str) -> tuple[str, str]:
-    """(host[:port], path?query) of an https endpoint; the API only stores https URLs
-    without credentials, so a partition is enough (urlsplit cost 3 % of a push)."""
-    netloc, slash, rest = endpoint.removeprefix("https://").partition("/")
-    netloc, question, query = netloc.partition("?")
-    return netloc, (slash + rest) if slash else ("/" + question + query)
+def split_endpoint(endpoint: str, extra_hosts: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(host[:port], path?query) of an endpoint, as the sender connects to it."""
+    parsed = parse_endpoint(endpoint, extra_hosts)
+    return parsed.authority, parsed.path
 
 
 class _Connection(asyncio.Protocol):
@@ -162,13 +186,12 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class _Origin:
-    """Idle connections to one push-service origin, and its throttle."""
+class _Pool:
+    """Idle kept-alive connections to one origin (never more than its lane's limit)."""
 
-    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None):
-        self.host, self.port, self.ssl_context = host, port, ssl_context
+    def __init__(self, endpoint: PushEndpoint, ssl_context: ssl.SSLContext | None):
+        self.host, self.port, self.ssl_context = endpoint.host, endpoint.port, ssl_context
         self.idle: list[_Connection] = []
-        self.paused_until = 0.0
 
     async def acquire(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         while self.idle:
@@ -187,8 +210,8 @@ class _Origin:
         )
         return connection
 
-    def release(self, connection: _Connection, keep_alive: bool) -> None:
-        if keep_alive and connection.usable:
+    def release(self, connection: _Connection, keep_alive: bool, keep: int) -> None:
+        if keep_alive and connection.usable and len(self.idle) < keep:
             self.idle.append(connection)
         else:
             connection.close()
@@ -207,88 +230,163 @@ def default_ssl_context() -> ssl.SSLContext:
 
 
 class HttpSender:
-    """Encrypts, signs and POSTs pushes; shared by every job a worker process runs,
-    so connections stay alive from one batch to the next.
+    """Encrypts, signs and POSTs pushes through per-origin lanes; shared by every job a
+    worker process runs, so connections, lane limits and open circuits outlive a batch.
 
-    `max_in_flight` bounds concurrent requests (and so open connections); it is
-    the one concurrency limit, set from STORYPUSH_MAX_IN_FLIGHT.
+    Args:
+        vapid: signs the `Authorization` header, once per origin until near expiry.
+        policy: the lanes' limits (`policy.ceiling` is STORYPUSH_MAX_IN_FLIGHT).
+        push_hosts: the configured extra push-service hosts (STORYPUSH_PUSH_HOSTS).
     """
 
     def __init__(
         self,
         vapid: VapidHeaders,
-        max_in_flight: int = 200,
+        policy: LanePolicy | None = None,
+        push_hosts: tuple[str, ...] = (),
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
         read_timeout: float = READ_TIMEOUT,
     ):
         self.vapid = vapid
-        self.max_in_flight = max_in_flight
+        self.lanes = Lanes(policy or LanePolicy())
+        self.push_hosts = push_hosts
         self.ssl_context = ssl_context or default_ssl_context()
         self.clock = clock
         self.read_timeout = read_timeout
-        self._origins: dict[str, _Origin] = {}
-        self._slots: asyncio.Semaphore | None = None
+        self._pools: dict[str, _Pool] = {}
+        self._connected_at = -RESOLVER_TRUSTED_FOR  # last successful connect, any origin
 
-    def _origin(self, netloc: str) -> _Origin:
-        origin = self._origins.get(netloc)
-        if origin is None:
-            parts = urlsplit(f"https://{netloc}")
-            origin = self._origins[netloc] = _Origin(parts.hostname or "", parts.port or 443, self.ssl_context)
-        return origin
+    def wants_work(self) -> bool:
+        return self.lanes.wants_work()
+
+    def _pool(self, lane: Lane, endpoint: PushEndpoint) -> _Pool:
+        pool = self._pools.get(lane.origin)
+        if pool is None:
+            pool = self._pools[lane.origin] = _Pool(endpoint, self.ssl_context)
+
+            def forget(origin: str = lane.origin) -> None:
+                self._pools.pop(origin).close()
+
+            lane.on_evict = forget
+        return pool
 
     async def send(self, subscription: Subscription, plaintext: bytes, headers: PushHeaders) -> Result:
-        netloc, path = split_endpoint(subscription.endpoint)
-        origin = self._origin(netloc)
-        wait = origin.paused_until - self.clock()
-        if wait > MAX_THROTTLE_WAIT:
-            return Result(Outcome.RETRY, "throttled", None, wait)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_in_flight)
-        async with self._slots:
-            # Encrypt only once a slot is free: encrypting a whole batch up front
-            # would stall the event loop (and every answer waiting in it) for
-            # ~100 ms each time a batch starts.
-            body = encrypt(plaintext, subscription.p256dh, subscription.auth)
-            request = (
-                f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nTTL: {headers.ttl}\r\nUrgency: {headers.urgency}\r\n"
-                f"Topic: {headers.topic}\r\nContent-Encoding: aes128gcm\r\n"
-                f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
-                f"Authorization: {self.vapid.authorization(f'https://{netloc}')}\r\n\r\n"
-            ).encode("latin-1") + body
-            loop = asyncio.get_running_loop()
+        try:
+            endpoint = parse_endpoint(subscription.endpoint, self.push_hosts)
+        except InvalidEndpoint as exc:  # stored before the host rules tightened
+            return Result(Outcome.FAILED, f"endpoint_{exc.reason}", refusal=True)
+        lane = self.lanes.lane(endpoint.origin, endpoint.label)
+        pool = self._pool(lane, endpoint)
+        request: bytes | None = None
+        front = False
+        while True:
+            deferral = await self.lanes.admit(lane, front=front)
+            if deferral is not None:
+                return Result(
+                    Outcome.RETRY, deferral.reason, None, deferral.retry_after, attempted=False, origin=lane.label
+                )
+            if request is None:
+                # Encrypt only once a slot is free: encrypting a whole batch up front
+                # would stall the event loop (and every answer waiting in it).
+                try:
+                    body = encrypt(plaintext, subscription.p256dh, subscription.auth)
+                except ValueError:  # a stored key that no longer makes a point
+                    self.lanes.release(lane)
+                    return Result(Outcome.FAILED, "bad_subscription_key", refusal=True, origin=lane.label)
+                request = (
+                    f"POST {endpoint.path} HTTP/1.1\r\nHost: {endpoint.authority}\r\nTTL: {headers.ttl}\r\n"
+                    f"Urgency: {headers.urgency}\r\nTopic: {headers.topic}\r\nContent-Encoding: aes128gcm\r\n"
+                    f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+                    f"Authorization: {self.vapid.authorization(endpoint.origin)}\r\n\r\n"
+                ).encode("latin-1") + body
+            result, cancelled = await self._exchange(lane, pool, request)
+            if result.outcome is Outcome.RETRY and not result.attempted and not cancelled:
+                front = True  # throttled: wait at the head of the lane (or be deferred by it)
+                continue
+            return result
+
+    async def _exchange(self, lane: Lane, pool: _Pool, request: bytes) -> tuple[Result, bool]:
+        """One request on a slot `admit` gave us; the slot is settled (or released) here.
+
+        Returns the result and whether the task was cancelled while the request was on the
+        wire (it is then completed, not abandoned: the push service may already have it).
+        """
+        lanes = self.lanes
+        loop = asyncio.get_running_loop()
+        sent_at = lanes.clock()
+        try:
+            connection = await pool.acquire(loop)
+        except asyncio.CancelledError:
+            lanes.release(lane)  # nothing was sent
+            raise
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            lanes.settle(lane, Signal.UNREACHABLE, rtt=lanes.clock() - sent_at, sent_at=sent_at)
+            return self._unreachable(exc, lane, connecting=True), False
+        self._connected_at = lanes.clock()
+        began = time.perf_counter()
+        answer = connection.request(request, self.read_timeout)
+        cancelled = False
+        try:
             try:
-                connection = await origin.acquire(loop)
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
-                return Result(Outcome.RETRY, _network_reason(exc))
-            began = time.perf_counter()
-            try:
-                status, retry_after, keep_alive = await connection.request(request, self.read_timeout)
-            except (OSError, TimeoutError, ConnectionError) as exc:
-                connection.close()
-                return Result(Outcome.RETRY, _network_reason(exc))
-            origin.release(connection, keep_alive)
-            elapsed = time.perf_counter() - began
-        now = self.clock()
-        result = replace(classify(status, retry_after, now), elapsed=elapsed)
-        if status == 429 or (status in (503, 406) and result.retry_after):
-            # Slow down this origin only; other push services keep full speed.
-            origin.paused_until = max(origin.paused_until, now + (result.retry_after or DEFAULT_THROTTLE))
-        return result
+                status, retry_after, keep_alive = await asyncio.shield(answer)
+            except asyncio.CancelledError:
+                cancelled = True
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                status, retry_after, keep_alive = await answer
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            connection.close()
+            lanes.settle(lane, Signal.UNREACHABLE, rtt=time.perf_counter() - began, sent_at=sent_at)
+            return self._unreachable(exc, lane, connecting=False), cancelled
+        elapsed = time.perf_counter() - began
+        pool.release(connection, keep_alive, int(lane.limit))
+        result, signal = classify(status, retry_after, self.clock())
+        lanes.settle(lane, signal, rtt=elapsed, sent_at=sent_at, retry_after=result.retry_after)
+        return _with(result, elapsed=elapsed, origin=lane.label), cancelled
+
+    def _unreachable(self, exc: BaseException, lane: Lane, connecting: bool) -> Result:
+        """A network failure: retried (an attempt), except a host that does not exist or
+        presents another name's certificate while the rest of the network works."""
+        reason = _network_reason(exc)
+        trusted = self.lanes.clock() - self._connected_at < RESOLVER_TRUSTED_FOR
+        if connecting and reason in ("dns_no_such_host", "tls_wrong_host") and not lane.answered_ok and trusted:
+            return Result(Outcome.FAILED, reason, refusal=True, origin=lane.label)
+        return Result(Outcome.RETRY, reason, origin=lane.label)
 
     def close(self) -> None:
-        for origin in self._origins.values():
-            origin.close()
-        self._origins.clear()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+
+def _with(result: Result, **changes: object) -> Result:
+    return Result(
+        result.outcome,
+        result.reason,
+        result.status,
+        result.retry_after,
+        changes.get("elapsed", result.elapsed),  # type: ignore[arg-type]
+        result.attempted,
+        result.refusal,
+        changes.get("origin", result.origin),  # type: ignore[arg-type]
+    )
 
 
 def _network_reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "tls_wrong_host" if "hostname" in str(exc).lower() else "tls_error"
     if isinstance(exc, ssl.SSLError):
         return "tls_error"
+    if isinstance(exc, socket.gaierror):
+        return (
+            "dns_no_such_host" if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)) else "dns_error"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return "connect_refused"
     if isinstance(exc, ConnectionError):
         return "connection_reset"
     return "network_error"

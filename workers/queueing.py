@@ -59,10 +59,18 @@ def enqueue_campaign(queue: Queue, campaign_id: str, send_at: float | None = Non
         queue.enqueue(START_CAMPAIGN, campaign_id, **options)
 
 
-def batch_job_data(campaign_id: str, start: int, end: int, attempt: int = 1, only: list[int] | None = None):
+def batch_job_data(
+    campaign_id: str,
+    start: int,
+    end: int,
+    attempt: int = 1,
+    only: list[int] | None = None,
+    used: list[int] | None = None,
+):
+    args = (campaign_id, start, end, attempt, only) if used is None else (campaign_id, start, end, attempt, only, used)
     return Queue.prepare_data(
         SEND_BATCH,
-        args=(campaign_id, start, end, attempt, only),
+        args=args,
         job_id=batch_job_id(campaign_id, start, attempt),
         retry=JOB_RETRY,
         timeout=BATCH_TIMEOUT,
@@ -79,10 +87,18 @@ def enqueue_batches(queue: Queue, campaign_id: str, ranges: list[tuple[int, int]
 
 
 def enqueue_retry(
-    queue: Queue, campaign_id: str, start: int, end: int, attempt: int, only: list[int], delay: float
+    queue: Queue,
+    campaign_id: str,
+    start: int,
+    end: int,
+    attempt: int,
+    only: list[int],
+    delay: float,
+    used: list[int],
 ) -> None:
-    """A delayed job carrying only the ids to retry; the rest of the batch is never touched again."""
-    data = batch_job_data(campaign_id, start, end, attempt, only)
+    """A delayed job carrying only the ids to retry (and the attempts each has used);
+    the rest of the batch is never touched again."""
+    data = batch_job_data(campaign_id, start, end, attempt, only, used)
     queue.enqueue_in(
         timedelta(seconds=max(1.0, delay)),
         data.func,

@@ -15,9 +15,12 @@ import uvloop
 
 from service.settings import load_settings
 from service.state import AppState
-from service.store import WORKER_PATIENCE
+from service.store import WORKER_PATIENCE, connect_async
+from service.store.outcome_store import OutcomeStore
 
 from .delivery import HttpSender
+from .lanes import LanePolicy
+from .retry import RetryPolicy
 from .webpush import VapidHeaders
 
 
@@ -36,7 +39,17 @@ class Runtime(AppState):
         if not subject:
             raise RuntimeError("STORYPUSH_VAPID_SUBJECT is required to send pushes")
         vapid = VapidHeaders(self.vapid_key.private_key, subject)
-        return HttpSender(vapid, max_in_flight=self.settings.max_in_flight)
+        policy = LanePolicy(ceiling=self.settings.max_in_flight)
+        return HttpSender(vapid, policy, push_hosts=self.settings.push_hosts)
+
+    @cached_property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.settings.max_attempts)
+
+    @cached_property
+    def outcomes(self) -> OutcomeStore:
+        """Outcome writes from the event loop (an asyncio client on the store Redis)."""
+        return OutcomeStore(connect_async(self._urls[1], self.redis_patience))
 
 
 _runtime: Runtime | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,7 +68,9 @@ class VapidHeaders:
     """`Authorization: vapid t=…, k=…` per push-service origin, signed once and
     reused until close to expiry.
 
-    `clock` is injectable so tests control time instead of patching `time`.
+    `clock` is injectable so tests control time instead of patching `time`. At most
+    `max_origins` headers are kept (least recently used dropped): endpoints name their
+    own hosts (`*.notify.windows.com`), so the set of origins is not ours to bound.
     """
 
     private_key: ec.EllipticCurvePrivateKey
@@ -75,7 +78,8 @@ class VapidHeaders:
     lifetime: int = 12 * 3600
     renew_before: int = 3600
     clock: Callable[[], float] = time.time
-    _cache: dict[str, tuple[str, float]] = field(default_factory=dict)
+    max_origins: int = 1024
+    _cache: OrderedDict[str, tuple[str, float]] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self._vapid = Vapid02(private_key=self.private_key)
@@ -85,11 +89,15 @@ class VapidHeaders:
         now = self.clock()
         cached = self._cache.get(origin)
         if cached is not None and cached[1] - now > self.renew_before:
+            self._cache.move_to_end(origin)
             return cached[0]
         expires = int(now) + self.lifetime
         # A fresh claims dict per origin: never reuse (pywebpush mutates its caller's).
         claims = {"aud": origin, "exp": expires, "sub": self.subject}
         header = self._vapid.sign(claims)["Authorization"]
         self._cache[origin] = (header, expires)
+        self._cache.move_to_end(origin)
+        if len(self._cache) > self.max_origins:
+            self._cache.popitem(last=False)
         self.signatures += 1
         return header

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import redis
+import redis.asyncio
+import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -45,7 +47,7 @@ WORKER_PATIENCE = 60.0
 _BACKOFF_CAP = 1.0
 
 
-def _reconnect_policy(patience: float) -> Retry:
+def _reconnect_tries(patience: float) -> int:
     """redis-py's own retry: 0.05 s doubling up to 1 s between tries, for about `patience` s.
 
     Only connection errors are retried (refused, reset, closed): the command then either
@@ -56,19 +58,27 @@ def _reconnect_policy(patience: float) -> Retry:
     while delays < patience:
         tries += 1
         delays += min(_BACKOFF_CAP, 0.05 * 2**tries)
-    return Retry(ExponentialBackoff(cap=_BACKOFF_CAP, base=0.05), tries, supported_errors=(redis.ConnectionError,))
+    return tries
+
+
+# Timeouts so a wedged Redis surfaces as an error (and a 503 from /healthz) instead of
+# hanging a web worker; health checks revive idle pooled sockets.
+_CLIENT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 10, "health_check_interval": 30}
 
 
 def connect(url: str, patience: float = WEB_PATIENCE) -> redis.Redis:
-    # Timeouts so a wedged Redis surfaces as an error (and a 503 from /healthz)
-    # instead of hanging a web worker; health checks revive idle pooled sockets.
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=30,
-        retry=_reconnect_policy(patience),
-    )
+    retry = Retry(_backoff(), _reconnect_tries(patience), supported_errors=(redis.ConnectionError,))
+    return redis.Redis.from_url(url, retry=retry, **_CLIENT_OPTIONS)
+
+
+def connect_async(url: str, patience: float = WORKER_PATIENCE) -> redis.asyncio.Redis:
+    """The same connection, for a worker's event loop (see `outcome_store`)."""
+    retry = redis.asyncio.retry.Retry(_backoff(), _reconnect_tries(patience), supported_errors=(redis.ConnectionError,))
+    return redis.asyncio.Redis.from_url(url, retry=retry, **_CLIENT_OPTIONS)
+
+
+def _backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=_BACKOFF_CAP, base=0.05)
 
 
 @dataclass

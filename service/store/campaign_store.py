@@ -78,6 +78,13 @@ if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) else redis.
 return 1
 """
 
+# KEYS: campaign, todo list. Pops a batch range only while the campaign is sending, so a
+# worker running ahead never starts a batch of a cancelled campaign.
+_TAKE_RANGE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return false end
+return redis.call('RPOP', KEYS[2])
+"""
+
 # KEYS: receipt bitmap, campaign. ARGV: subscription id, counter name.
 _COUNT_RECEIPT = """
 if redis.call('HEXISTS', KEYS[2], 'state') == 0 then return 0 end
@@ -106,6 +113,7 @@ class CampaignStore:
         self._count_receipt = client.register_script(_COUNT_RECEIPT)
         self._plan_units = client.register_script(_PLAN_UNITS)
         self._renew_lease = client.register_script(_RENEW_LEASE)
+        self._take_range = client.register_script(_TAKE_RANGE)
 
     # -- creation and lookup -------------------------------------------------
 
@@ -273,8 +281,9 @@ class CampaignStore:
 
     def take_range(self, campaign_id: str) -> tuple[int, int] | None:
         """Pop a batch range from the end of the list (RQ hands out jobs from the front, so
-        a worker running ahead rarely meets another worker on the same range)."""
-        raw = self.client.rpop(keys.campaign_todo(campaign_id))
+        a worker running ahead rarely meets another worker on the same range); None once
+        the list is empty or the campaign is no longer sending."""
+        raw = self._take_range(keys=[keys.campaign(campaign_id), keys.campaign_todo(campaign_id)])
         if raw is None:
             return None
         start, _, end = raw.decode().partition(":")

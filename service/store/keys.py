@@ -98,6 +98,9 @@ METRICS_PUSHES = PREFIX + "metrics:pushes"
 METRICS_PUSH_DURATION = PREFIX + "metrics:push_duration"
 METRICS_CAMPAIGN_DURATION = PREFIX + "metrics:campaign_duration"
 METRICS_WEBHOOKS = PREFIX + "metrics:webhooks"
+METRICS_LANE_EVENTS = PREFIX + "metrics:lane_events"
+# Hash: worker name -> JSON report of its per-origin lanes, refreshed while it sends.
+LANE_REPORTS = PREFIX + "lanes"
 
 
 def metrics_rate(minute: int) -> str:

@@ -10,10 +10,13 @@ round trip per flush, so counting costs no Redis call per push.
 
 from __future__ import annotations
 
+import json
 import time
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -26,12 +29,9 @@ CAMPAIGN_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 18
 # Rate buckets outlive the dashboard's one-hour chart by a margin.
 RATE_TTL = 2 * 3600
 NO_ORIGIN = "none"  # outcomes without a push: the subscriber left before the batch ran
-
-
-def push_origin(endpoint: str) -> str:
-    """scheme://host[:port] of a push endpoint: a label with few values, never the capability URL."""
-    cut = endpoint.find("/", 8)  # the first "/" after "https://"
-    return endpoint if cut < 0 else endpoint[:cut]
+LANE_EVENTS = ("throttled", "unreachable", "circuit_opened")
+# A worker's lane report older than this is from a worker that stopped sending (or died).
+LANE_REPORT_TTL = 15.0
 
 
 def _bound(value: float) -> str:
@@ -65,12 +65,14 @@ class PushTally:
     problems: Counter[tuple[str, str, str, int | None]] = field(default_factory=Counter)
 
     def add(
-        self, endpoint: str | None, result: str, elapsed: float | None, reason: str = "", status: int | None = None
+        self, origin: str | None, result: str, elapsed: float | None, reason: str = "", status: int | None = None
     ) -> None:
-        """Count one outcome; `endpoint` None means no push was made (subscriber gone)."""
-        origin = push_origin(endpoint) if endpoint else NO_ORIGIN
+        """Count one outcome. `origin` is the push service's label ("fcm", "apple", a
+        configured host: never an endpoint, which is a credential), None when no push
+        service was involved; `elapsed` None when no answer came (nothing to time)."""
+        origin = origin or NO_ORIGIN
         self.results[(result, origin)] += 1
-        if endpoint is not None:
+        if elapsed is not None:
             self.pushes += 1
         if elapsed is not None:
             self.durations[_bucket(PUSH_DURATION_BUCKETS, elapsed)] += 1
@@ -108,6 +110,20 @@ class MetricsStore:
             pipe.expire(keys.metrics_rate(minute), RATE_TTL)
         pipe.execute()
 
+    def record_lane_events(self, events: Mapping[tuple[str, str], int]) -> None:
+        """Add per-origin lane events (throttle answers, unreachable requests, circuits opened)."""
+        if not events:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for (origin, event), count in events.items():
+            pipe.hincrby(keys.METRICS_LANE_EVENTS, f"{event}|{origin}", count)
+        pipe.execute()
+
+    def report_lanes(self, worker: str, lanes: Iterable[Mapping[str, Any]], now: float | None = None) -> None:
+        """Replace one worker's report of its lanes (state, limit, in flight, queued per origin)."""
+        report = {"at": now or time.time(), "lanes": list(lanes)}
+        self.client.hset(keys.LANE_REPORTS, worker, json.dumps(report, separators=(",", ":")))
+
     def observe_campaign_duration(self, seconds: float) -> None:
         """A campaign reached done after `seconds` from its start."""
         pipe = self.client.pipeline(transaction=False)
@@ -131,6 +147,37 @@ class MetricsStore:
             result, _, origin = name.decode().partition("|")
             counts[(result, origin)] = int(value)
         return counts
+
+    def lane_events(self) -> dict[tuple[str, str], int]:
+        """{(event, origin): count} since the store was created."""
+        counts: dict[tuple[str, str], int] = {}
+        for name, value in self.client.hgetall(keys.METRICS_LANE_EVENTS).items():
+            event, _, origin = name.decode().partition("|")
+            counts[(event, origin)] = int(value)
+        return counts
+
+    def lanes(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Per origin, over the workers that reported lately: how many of their lanes are in
+        each state, and the sum of their limits, requests in flight and pushes queued.
+        Reports of workers that went quiet are dropped (and deleted)."""
+        now = now or time.time()
+        merged: dict[str, dict[str, Any]] = {}
+        stale = []
+        for worker, raw in self.client.hgetall(keys.LANE_REPORTS).items():
+            report = json.loads(raw)
+            if now - report["at"] > LANE_REPORT_TTL:
+                stale.append(worker)
+                continue
+            for lane in report["lanes"]:
+                origin = lane["origin"]
+                empty = {"origin": origin, "states": Counter(), "limit": 0, "in_flight": 0, "queued": 0}
+                row = merged.setdefault(origin, empty)
+                row["states"][lane["state"]] += 1
+                for name in ("limit", "in_flight", "queued"):
+                    row[name] += lane[name]
+        if stale:
+            self.client.hdel(keys.LANE_REPORTS, *stale)
+        return [{**row, "states": dict(row["states"])} for _, row in sorted(merged.items())]
 
     def webhook_calls(self) -> dict[str, int]:
         raw = {k.decode(): int(v) for k, v in self.client.hgetall(keys.METRICS_WEBHOOKS).items()}

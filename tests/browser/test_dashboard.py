@@ -43,7 +43,7 @@ def populate(store: Store, client) -> None:
     for minutes_ago in range(0, 60, 3):
         tally = PushTally()
         for _ in range(600 + 150 * (minutes_ago % 7)):
-            tally.add("https://fcm.googleapis.com/fcm/send/x", "sent", 0.03)
+            tally.add("fcm", "sent", 0.03)
         store.metrics.record_pushes(tally, now=now - 60 * minutes_ago)
 
 

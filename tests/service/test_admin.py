@@ -291,7 +291,7 @@ def test_send_rate_points(client, store):
 
     tally = PushTally()
     for _ in range(120):
-        tally.add("https://fcm.googleapis.com/fcm/send/x", "sent", 0.02)
+        tally.add("fcm", "sent", 0.02)
     now = time.time()
     store.metrics.record_pushes(tally, now=now - 60)
     points = client.get("/admin/api/send-rate?minutes=60", headers=BEARER).get_json()["points"]

@@ -1,16 +1,20 @@
-"""HttpSender against real HTTPS simulators: outcomes, throttling per origin, timeouts."""
+"""HttpSender against real HTTPS simulators: outcomes, lanes per origin, throttles, circuits."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
+import time
 
 import pytest
 
 from benchmarks.pushsim import PushSimulator
 from service.subscriptions import Subscription
 from service.vapid import b64url_decode
-from tests.helpers import TEST_SUBJECT
-from workers.delivery import HttpSender, Outcome
+from tests.helpers import TEST_SUBJECT, BrowserKeys
+from workers.delivery import HttpSender, Outcome, _network_reason, classify
+from workers.lanes import LanePolicy, LaneState, Signal
 from workers.message import PushHeaders
 from workers.webpush import VapidHeaders
 
@@ -22,9 +26,14 @@ def _subscription(data: dict) -> Subscription:
     return Subscription(data["endpoint"], b64url_decode(keys["p256dh"]), b64url_decode(keys["auth"]))
 
 
+def _sender(vapid_key, hosts, **policy) -> HttpSender:
+    vapid = VapidHeaders(vapid_key.private_key, TEST_SUBJECT)
+    return HttpSender(vapid, LanePolicy(**policy), push_hosts=tuple(hosts), read_timeout=2)
+
+
 @pytest.fixture
 def sender(sim, vapid_key):
-    sender = HttpSender(VapidHeaders(vapid_key.private_key, TEST_SUBJECT), max_in_flight=10, read_timeout=2)
+    sender = _sender(vapid_key, [sim.origin.removeprefix("https://")], ceiling=10)
     yield sender
     sender.close()
 
@@ -33,8 +42,11 @@ def _run(coro):
     return asyncio.new_event_loop().run_until_complete(coro)
 
 
-def test_a_throttled_origin_is_held_back_and_others_are_not(sim, sender, vapid_key):
+def test_a_long_throttle_defers_that_origin_only_and_costs_no_attempt(sim, vapid_key):
     with PushSimulator() as other:
+        hosts = [sim.origin.removeprefix("https://"), other.origin.removeprefix("https://")]
+        sender = _sender(vapid_key, hosts)
+        sender.ssl_context.load_verify_locations(other.ca_file)
         throttled = [_subscription(s) for s in sim.mint(2, vapid_key.public_bytes)]
         fine = _subscription(other.mint(1, vapid_key.public_bytes)[0])
         sim.fail(throttled[0].endpoint, [429], retry_after="120")
@@ -45,16 +57,26 @@ def test_a_throttled_origin_is_held_back_and_others_are_not(sim, sender, vapid_k
             elsewhere = await sender.send(fine, b'{"v":1}', HEADERS)
             return first, held, elsewhere
 
-        sender.ssl_context.load_verify_locations(other.ca_file)
         first, held, elsewhere = _run(scenario())
-        assert (first.outcome, first.status, first.retry_after) == (Outcome.RETRY, 429, 120)
-        assert held.outcome is Outcome.RETRY and held.reason == "throttled" and held.retry_after > 100
+        sender.close()
+        for result in (first, held):
+            assert (result.outcome, result.reason, result.attempted) == (Outcome.RETRY, "throttled", False)
+            assert 110 < result.retry_after <= 120
         assert len(sim.messages()) == 0 and sim.stats()["requests"] == 1  # nothing more sent to that origin
         assert elsewhere.outcome is Outcome.SENT
         assert other.messages()[0].json() == {"v": 1}
 
 
-def test_timeouts_and_resets_are_retries(sim, sender, vapid_key):
+def test_a_short_throttle_is_waited_out_in_the_lane_and_sent_once(sim, sender, vapid_key):
+    subscription = _subscription(sim.mint(1, vapid_key.public_bytes)[0])
+    sim.fail(subscription.endpoint, [429], retry_after="1")
+    began = time.monotonic()
+    result = _run(sender.send(subscription, b"{}", HEADERS))
+    assert result.outcome is Outcome.SENT and time.monotonic() - began >= 0.9
+    assert len(sim.messages()) == 1 and [r["status"] for r in sim.rejections()] == [429]
+
+
+def test_timeouts_and_resets_are_attempts(sim, sender, vapid_key):
     subs = [_subscription(s) for s in sim.mint(2, vapid_key.public_bytes)]
     sim.drop(subs[0].endpoint)
 
@@ -65,8 +87,29 @@ def test_timeouts_and_resets_are_retries(sim, sender, vapid_key):
         return reset, slow
 
     reset, slow = _run(scenario())
-    assert (reset.outcome, reset.reason) == (Outcome.RETRY, "connection_reset")
-    assert (slow.outcome, slow.reason) == (Outcome.RETRY, "timeout")
+    assert (reset.outcome, reset.reason, reset.attempted) == (Outcome.RETRY, "connection_reset", True)
+    assert (slow.outcome, slow.reason, slow.attempted) == (Outcome.RETRY, "timeout", True)
+    assert not reset.refusal and not slow.refusal
+
+
+def test_refused_connects_open_the_circuit_and_later_pushes_wait_for_a_probe(vapid_key):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sender = _sender(vapid_key, [f"127.0.0.1:{port}"], failure_threshold=3, open_for=30)
+    keys = BrowserKeys.generate()
+    subscription = Subscription(f"https://127.0.0.1:{port}/push/x", keys.p256dh, keys.auth)
+
+    async def scenario():
+        return [await sender.send(subscription, b"{}", HEADERS) for _ in range(5)]
+
+    results = _run(scenario())
+    assert [r.reason for r in results] == ["connect_refused"] * 3 + ["circuit_open"] * 2
+    assert all(r.attempted for r in results[:3]) and not any(r.attempted for r in results[3:])
+    assert 25 < results[-1].retry_after <= 30
+    [lane] = list(sender.lanes)
+    assert lane.state(sender.lanes.clock()) is LaneState.CIRCUIT_OPEN
+    assert sender.lanes.take_events()[(f"127.0.0.1:{port}", "circuit_opened")] == 1
 
 
 def test_connections_are_kept_alive_and_vapid_signed_once(sim, sender, vapid_key):
@@ -78,5 +121,60 @@ def test_connections_are_kept_alive_and_vapid_signed_once(sim, sender, vapid_key
     results = _run(scenario())
     assert all(r.outcome is Outcome.SENT for r in results)
     assert sender.vapid.signatures == 1
-    origin = next(iter(sender._origins.values()))
-    assert 1 <= len(origin.idle) <= 10  # at most max_in_flight connections, all kept for reuse
+    [pool] = sender._pools.values()
+    [lane] = list(sender.lanes)
+    assert 1 <= len(pool.idle) <= lane.limit  # kept for reuse, never more than the lane's limit
+
+
+def test_a_push_cancelled_while_waiting_sends_nothing_but_one_on_the_wire_completes(sim, vapid_key):
+    sender = _sender(vapid_key, [sim.origin.removeprefix("https://")], initial_limit=1, ceiling=1)
+    subs = [_subscription(s) for s in sim.mint(2, vapid_key.public_bytes)]
+    sim.set_latency(500)
+
+    async def scenario():
+        on_wire = asyncio.ensure_future(sender.send(subs[0], b"{}", HEADERS))
+        waiting = asyncio.ensure_future(sender.send(subs[1], b"{}", HEADERS))
+        await asyncio.sleep(0.2)
+        on_wire.cancel()
+        waiting.cancel()
+        done = await asyncio.gather(on_wire, waiting, return_exceptions=True)
+        return done
+
+    on_wire, waiting = _run(scenario())
+    sender.close()
+    assert on_wire.outcome is Outcome.SENT  # completed, so its outcome is recorded
+    assert isinstance(waiting, asyncio.CancelledError)
+    assert [m.token for m in sim.messages()] == [subs[0].endpoint.rsplit("/", 1)[1]]
+    assert sender.lanes.in_flight == 0
+
+
+def test_answers_map_to_outcomes_and_lane_signals():
+    assert classify(201, None, 0) == (classify(201, None, 0)[0], Signal.FAST)
+    throttled, signal = classify(429, "7", 0)
+    assert (throttled.outcome, throttled.attempted, throttled.retry_after, signal) == (
+        Outcome.RETRY,
+        False,
+        7.0,
+        Signal.THROTTLED,
+    )
+    backoff, signal = classify(503, "120", 0)  # Mozilla autopush's "back off"
+    assert (backoff.attempted, signal) == (False, Signal.THROTTLED)
+    unavailable, signal = classify(503, None, 0)
+    assert (unavailable.attempted, signal) == (True, Signal.OVERLOADED)
+    assert classify(406, None, 0)[1] is Signal.THROTTLED  # WNS
+    assert classify(403, None, 0)[0].refusal and not classify(413, None, 0)[0].refusal  # 413 is our bug
+    assert classify(500, None, 0) == (classify(500, None, 0)[0], Signal.ANSWERED)
+
+
+def test_a_host_that_does_not_exist_counts_against_its_subscription_only_while_others_connect(sim, sender):
+    lane = sender.lanes.lane("https://gone.notify.windows.com", "wns")
+    nxdomain = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert _network_reason(nxdomain) == "dns_no_such_host"
+    assert _network_reason(socket.gaierror(socket.EAI_AGAIN, "Temporary failure")) == "dns_error"
+    assert _network_reason(ssl.SSLCertVerificationError("hostname mismatch")) == "tls_wrong_host"
+    assert not sender._unreachable(nxdomain, lane, connecting=True).refusal  # nothing connected yet: our DNS?
+    sender._connected_at = sender.lanes.clock()
+    junk = sender._unreachable(nxdomain, lane, connecting=True)
+    assert (junk.outcome, junk.reason, junk.refusal) == (Outcome.FAILED, "dns_no_such_host", True)
+    lane.answered_ok = True  # a host that worked before: an outage, not junk
+    assert sender._unreachable(nxdomain, lane, connecting=True).outcome is Outcome.RETRY

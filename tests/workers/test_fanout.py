@@ -183,7 +183,7 @@ def test_rerun_of_a_finished_or_half_done_batch_sends_nothing_twice(
 def test_update_changes_later_batches_and_unpublish_cancels(
     fanout, sim, vapid_key, webhook_secret, redis_client, monkeypatch
 ):
-    monkeypatch.setattr("workers.jobs.RUN_AHEAD", False)  # one batch per job, to stop in between
+    monkeypatch.setattr("workers.dispatch.RUN_AHEAD", False)  # one batch per job, to stop in between
     client = fanout.test_client()
     store = fanout.extensions["storypush"].store
     subs = sim.mint(60, vapid_key.public_bytes)

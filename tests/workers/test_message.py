@@ -96,7 +96,7 @@ def test_receipts_verify_and_refuse_forgeries():
     ],
 )
 def test_classify(status, outcome):
-    result = classify(status, None, 0.0)
+    result, _ = classify(status, None, 0.0)
     assert result.outcome is outcome
     assert result.status == status
 
@@ -105,7 +105,7 @@ def test_retry_after_seconds_and_http_date():
     assert parse_retry_after("120", 0) == 120
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 60) == 60
     assert parse_retry_after("soon", 0) is None
-    assert classify(429, "30", 0).retry_after == 30
+    assert classify(429, "30", 0)[0].retry_after == 30
 
 
 @pytest.mark.parametrize(
@@ -120,4 +120,4 @@ def test_retry_after_seconds_and_http_date():
 def test_split_endpoint(endpoint, expected):
     from workers.delivery import split_endpoint
 
-    assert split_endpoint(endpoint) == expected
+    assert split_endpoint(endpoint, ("127.0.0.1:8443", "[::1]:8443")) == expected

@@ -1,0 +1,284 @@
+"""Lanes alone: admission, AIMD limits, pauses and the circuit breaker, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from workers.lanes import Deferral, LanePolicy, Lanes, LaneState, Signal
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.cpu = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_lanes(clock: Clock | None = None, **policy) -> tuple[Lanes, Clock]:
+    clock = clock or Clock()
+    return Lanes(LanePolicy(**policy), clock=clock, cpu_clock=lambda: clock.cpu), clock
+
+
+def run(coro):
+    return asyncio.new_event_loop().run_until_complete(coro)
+
+
+async def settle_all(lanes: Lanes, lane, signal: Signal, n: int, rtt: float = 0.04, **kwargs) -> None:
+    for _ in range(n):
+        lanes.settle(lane, signal, rtt=rtt, sent_at=lanes.clock(), **kwargs)
+        await asyncio.sleep(0)
+
+
+def test_policy_checks_its_values_when_built():
+    with pytest.raises(ValueError, match="decrease"):
+        LanePolicy(decrease=1.5)
+    with pytest.raises(ValueError, match="ceiling"):
+        LanePolicy(ceiling=0)
+    with pytest.raises(ValueError, match="open_for"):
+        LanePolicy(open_for=600, max_open_for=300)
+
+
+def test_slow_start_doubles_each_round_trip_while_pushes_wait_and_stops_at_the_ceiling():
+    lanes, _clock = make_lanes(initial_limit=4, ceiling=50)
+    lane = lanes.lane("https://a", "a")
+
+    async def scenario():
+        waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(200)]
+        await asyncio.sleep(0)
+        limits = []
+        for _ in range(6):  # one round trip: every request in flight is answered fast
+            in_flight = lane.in_flight
+            assert in_flight <= lane.limit
+            await settle_all(lanes, lane, Signal.FAST, in_flight)
+            limits.append(int(lane.limit))
+        for task in waiting:
+            task.cancel()
+        return limits
+
+    assert run(scenario()) == [8, 16, 32, 50, 50, 50]
+
+
+def test_no_growth_without_demand_or_when_latency_rises_or_the_core_is_busy():
+    lanes, clock = make_lanes(initial_limit=4)
+    lane = lanes.lane("https://a", "a")
+
+    async def scenario():
+        assert await lanes.admit(lane) is None
+        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
+        assert lane.limit == 4  # one request at a time: the limit is not what holds it back
+        waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(20)]
+        await asyncio.sleep(0)
+        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())  # sets the latency floor
+        assert lane.limit == 5
+        lanes.settle(lane, Signal.FAST, rtt=0.2, sent_at=clock())  # 5× the floor: not "fast"
+        assert lane.limit == 5
+        clock.now += 1.0
+        clock.cpu += 0.99  # the worker's core was busy
+        await asyncio.sleep(0)
+        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
+        assert lane.limit == 5 and lanes.busy
+        clock.now += 1.0  # an idle second
+        await asyncio.sleep(0)
+        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
+        assert lane.limit == 6 and not lanes.busy
+        for task in waiting:
+            task.cancel()
+
+    run(scenario())
+
+
+def test_a_throttle_cuts_the_limit_once_per_window_and_pauses_the_lane():
+    lanes, clock = make_lanes(initial_limit=8, max_pause_wait=5.0)
+    lane = lanes.lane("https://a", "a")
+    other = lanes.lane("https://b", "b")
+
+    async def scenario():
+        sent_at = clock()
+        for _ in range(8):
+            assert await lanes.admit(lane) is None
+        clock.now += 0.05
+        for _ in range(8):  # the whole window answers 429: one congestion event
+            lanes.settle(lane, Signal.THROTTLED, rtt=0.05, sent_at=sent_at, retry_after=30.0)
+        assert lane.limit == 4
+        assert lane.state(clock()) is LaneState.THROTTLED
+        deferral = await lanes.admit(lane)
+        assert isinstance(deferral, Deferral) and deferral.reason == "throttled"
+        assert deferral.retry_after == pytest.approx(30.0)
+        assert await lanes.admit(other) is None  # another origin is not held back
+        assert lanes.take_events()[("a", "throttled")] == 8
+
+    run(scenario())
+
+
+def test_pushes_wait_out_a_short_pause_and_a_throttled_push_goes_first():
+    lanes, _ = make_lanes(initial_limit=1, max_pause_wait=5.0)
+    lanes.clock = __import__("time").monotonic  # a real clock: the pause ends by a loop timer
+    lane = lanes.lane("https://a", "a")
+
+    async def scenario():
+        assert await lanes.admit(lane) is None
+        later = asyncio.ensure_future(lanes.admit(lane))
+        await asyncio.sleep(0)
+        lanes.settle(lane, Signal.THROTTLED, rtt=0.01, sent_at=lanes.clock(), retry_after=0.3)
+        again = asyncio.ensure_future(lanes.admit(lane, front=True))  # the throttled push, sent again
+        await asyncio.sleep(0.1)
+        assert not again.done() and not later.done()  # paused
+        await asyncio.wait_for(again, 1.0)
+        assert again.result() is None and not later.done()  # first in line, limit 1
+        lanes.settle(lane, Signal.FAST, rtt=0.01, sent_at=lanes.clock())
+        assert await asyncio.wait_for(later, 1.0) is None
+
+    run(scenario())
+
+
+def test_a_429_without_retry_after_pauses_a_second_then_longer():
+    lanes, clock = make_lanes(default_pause=1.0, max_default_pause=4.0)
+    lane = lanes.lane("https://a", "a")
+
+    async def scenario():
+        pauses = []
+        for _ in range(4):
+            assert await lanes.admit(lane, front=True) is None
+            lanes.settle(lane, Signal.THROTTLED, rtt=0.01, sent_at=clock())
+            pauses.append(lane.paused_until - clock())
+            clock.now = lane.paused_until
+        return pauses
+
+    assert run(scenario()) == [1.0, 2.0, 4.0, 4.0]
+
+
+def test_the_circuit_opens_after_repeated_failures_and_one_probe_closes_it():
+    lanes, clock = make_lanes(initial_limit=10, failure_threshold=3, open_for=10.0, max_open_for=40.0)
+    lane = lanes.lane("https://dead", "dead")
+
+    async def scenario():
+        for _ in range(5):
+            assert await lanes.admit(lane) is None
+        waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(3)]
+        lane.limit = 5  # as if the lane was full: these wait
+        await asyncio.sleep(0)
+        await settle_all(lanes, lane, Signal.UNREACHABLE, 3)
+        assert lane.state(clock()) is LaneState.CIRCUIT_OPEN
+        # everything waiting is handed back at once, to a delayed retry
+        for task in waiting:
+            deferral = await task
+            assert deferral.reason == "circuit_open" and deferral.retry_after == pytest.approx(10.0)
+        await settle_all(lanes, lane, Signal.UNREACHABLE, 2)  # the rest of the window
+        assert lane.in_flight == 0
+        assert (await lanes.admit(lane)).reason == "circuit_open"
+        clock.now += 10.0
+        assert await lanes.admit(lane) is None  # the probe
+        assert lane.state(clock()) is LaneState.PROBING
+        assert (await lanes.admit(lane)).reason == "circuit_open"  # one probe at a time
+        lanes.settle(lane, Signal.UNREACHABLE, rtt=5.0, sent_at=clock())
+        assert lane.state(clock()) is LaneState.CIRCUIT_OPEN and lane.open_for == 20.0
+        clock.now += 20.0
+        assert await lanes.admit(lane) is None
+        lanes.settle(lane, Signal.ANSWERED, rtt=0.05, sent_at=clock())  # any answer: it is alive
+        assert lane.state(clock()) is LaneState.OPEN and lane.limit == 10 and lane.open_for == 10.0
+        events = lanes.take_events()
+        assert events[("dead", "circuit_opened")] == 2 and events[("dead", "unreachable")] == 6
+
+    run(scenario())
+
+
+def test_a_hanging_lane_never_holds_slots_another_lane_waits_for():
+    lanes, clock = make_lanes(initial_limit=5, ceiling=100)
+    hung, healthy = lanes.lane("https://hung", "hung"), lanes.lane("https://ok", "ok")
+
+    async def scenario():
+        for _ in range(5):
+            assert await lanes.admit(hung) is None  # never answered
+        stuck = [asyncio.ensure_future(lanes.admit(hung)) for _ in range(50)]
+        await asyncio.sleep(0)
+        for _ in range(200):  # the healthy lane is served at once, every time
+            assert await lanes.admit(healthy) is None
+            lanes.settle(healthy, Signal.FAST, rtt=0.04, sent_at=clock())
+        assert hung.in_flight == 5 and not any(task.done() for task in stuck)
+        assert lanes.wants_work()  # the healthy lane would run dry; the hung one's backlog is not work
+        for task in stuck:
+            task.cancel()
+
+    run(scenario())
+
+
+def test_the_ceiling_is_shared_and_a_freed_slot_goes_to_a_lane_waiting_for_it():
+    lanes, clock = make_lanes(initial_limit=10, ceiling=4)
+    a, b = lanes.lane("https://a", "a"), lanes.lane("https://b", "b")
+
+    async def scenario():
+        for _ in range(4):
+            assert await lanes.admit(a) is None
+        assert not lanes.wants_work()
+        waiting_b = asyncio.ensure_future(lanes.admit(b))
+        await asyncio.sleep(0)
+        assert not waiting_b.done()
+        lanes.settle(a, Signal.FAST, rtt=0.01, sent_at=clock())
+        assert await asyncio.wait_for(waiting_b, 1) is None
+        assert (a.in_flight, b.in_flight, lanes.in_flight) == (3, 1, 4)
+
+    run(scenario())
+
+
+def test_a_cancelled_waiter_leaks_no_slot():
+    lanes, clock = make_lanes(initial_limit=1)
+    lane = lanes.lane("https://a", "a")
+
+    async def scenario():
+        assert await lanes.admit(lane) is None
+        first = asyncio.ensure_future(lanes.admit(lane))
+        second = asyncio.ensure_future(lanes.admit(lane))
+        await asyncio.sleep(0)
+        lanes.settle(lane, Signal.FAST, rtt=0.01, sent_at=clock())  # grants `first` its slot ...
+        first.cancel()  # ... but it is cancelled before it runs
+        await asyncio.sleep(0)
+        assert first.cancelled()
+        assert await asyncio.wait_for(second, 1) is None  # the slot went on to the next one
+        assert lane.in_flight == 1 and lanes.in_flight == 1
+
+    run(scenario())
+
+
+def test_least_recently_used_idle_lanes_are_dropped_but_open_circuits_are_kept():
+    lanes, clock = make_lanes(max_lanes=2, failure_threshold=1)
+    evicted = []
+
+    async def scenario():
+        dead = lanes.lane("https://dead", "dead")
+        dead.on_evict = lambda: evicted.append("dead")
+        assert await lanes.admit(dead) is None
+        lanes.settle(dead, Signal.UNREACHABLE, rtt=1, sent_at=clock())
+        first = lanes.lane("https://one", "one")
+        first.on_evict = lambda: evicted.append("one")
+        lanes.lane("https://two", "two")
+        assert evicted == ["one"]
+        assert {lane.origin for lane in lanes} == {"https://dead", "https://two"}
+
+    run(scenario())
+
+
+def test_snapshots_show_state_limit_and_queue_per_origin():
+    lanes, _clock = make_lanes(initial_limit=2)
+    lane = lanes.lane("https://127.0.0.1:1", "127.0.0.1:1")
+
+    async def scenario():
+        for _ in range(2):
+            await lanes.admit(lane)
+        queued = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(3)]
+        await asyncio.sleep(0)
+        [snapshot] = lanes.snapshots()
+        assert (snapshot.origin, snapshot.state, snapshot.limit, snapshot.in_flight, snapshot.queued) == (
+            "127.0.0.1:1",
+            LaneState.OPEN,
+            2,
+            2,
+            3,
+        )
+        for task in queued:
+            task.cancel()
+
+    run(scenario())

@@ -1,0 +1,459 @@
+"""Per-origin lanes: each push service gets its own queue, concurrency limit, pause and
+circuit breaker, so one that hangs, throttles or answers slowly holds back only its own
+subscribers.
+
+Why lanes: with one in-flight limit shared by every origin, requests waiting out the
+read timeout of a push service that stopped answering fill every slot and the healthy
+services' pushes queue behind them (the stall that took down Mastodon's delivery
+workers, mastodon#26115). Here a request can only wait for a slot of its own origin;
+`STORYPUSH_MAX_IN_FLIGHT` is only the worker's total, a safety ceiling.
+
+Why AIMD (additive increase, multiplicative decrease, with TCP's slow start) and not a
+gradient limiter (Netflix concurrency-limits' Gradient2, Envoy's adaptive concurrency):
+a gradient limiter steers by the ratio of the latency it sees to the lowest it has seen,
+and the latency a sender sees includes the time an answer waits in its own busy event
+loop, which is exactly what grows when we do well (a full core). At loopback-like
+latencies that ratio is noise. Push services, on the other hand, say plainly when they
+want less: 429 / 503 / WNS 406 with `Retry-After`, timeouts, refused connects. AIMD
+reacts to those signals and nothing else; latency and our own CPU only decide whether a
+lane may *grow* (a 2xx counts as "fast" while it is within `latency_tolerance` of the
+lane's recent floor, and no lane grows while the worker's core is already busy), so
+limits stop where more concurrency would no longer buy throughput.
+
+Plain policy with no I/O: `workers.delivery` does the HTTP and reports each answer here
+as a `Signal`. Everything runs on the worker's one event loop, so there are no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+
+logger = logging.getLogger(__name__)
+
+
+class LaneState(StrEnum):
+    """What operators see per origin (dashboard, `/metrics`)."""
+
+    OPEN = "open"  # sending; the limit adapts to the answers
+    THROTTLED = "throttled"  # paused until the push service's Retry-After
+    CIRCUIT_OPEN = "circuit_open"  # unreachable: its pushes go to a delayed retry
+    PROBING = "probing"  # one probe request decides whether the circuit closes
+
+
+class Signal(Enum):
+    """What one request told us about its origin."""
+
+    FAST = "fast"  # a 2xx
+    ANSWERED = "answered"  # any other answer that is not a throttle: the origin is alive
+    OVERLOADED = "overloaded"  # 503 without Retry-After: send less, no pause
+    THROTTLED = "throttled"  # 429, WNS 406, 503 with Retry-After: send less and pause
+    UNREACHABLE = "unreachable"  # timeout, refused or failed connect, reset, TLS failure
+
+
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """The lane will not send this push now: hand it to a delayed retry (not an attempt)."""
+
+    reason: str  # "circuit_open" or "throttled"
+    retry_after: float
+
+
+@dataclass(frozen=True)
+class LanePolicy:
+    """Limits and timings of every lane, checked when built (like rq's `Retry`), so a bad
+    setting fails at start-up rather than mid-send.
+
+    Args:
+        ceiling: requests in flight over all lanes of the worker (STORYPUSH_MAX_IN_FLIGHT).
+        initial_limit: a new lane's limit (and a lane's after its circuit closes again).
+        decrease: the limit is multiplied by this on a throttle or an unreachable origin.
+        latency_tolerance: a 2xx is "fast" (may grow the limit) while its latency is at most
+            this many times the lane's recent floor, plus `latency_slack` seconds.
+        busy_cpu: no lane grows while the worker used at least this share of its core.
+        failure_threshold: consecutive unreachable requests that open a lane's circuit.
+        open_for / max_open_for: the first pause of an open circuit, doubled (up to the
+            maximum) each time the probe fails too.
+        max_pause_wait: a lane paused for longer than this defers its pushes to a delayed
+            retry job instead of holding them in the batch.
+        default_pause / max_default_pause: a 429 without Retry-After pauses this long,
+            doubling on each further 429 without one, up to the maximum.
+        max_lanes: lanes (and their connection pools) kept; the least recently used idle
+            one is dropped beyond this.
+    """
+
+    ceiling: int = 2000
+    initial_limit: int = 20
+    decrease: float = 0.5
+    latency_tolerance: float = 2.0
+    latency_slack: float = 0.005
+    busy_cpu: float = 0.95
+    failure_threshold: int = 5
+    open_for: float = 15.0
+    max_open_for: float = 300.0
+    max_pause_wait: float = 5.0
+    default_pause: float = 1.0
+    max_default_pause: float = 60.0
+    max_lanes: int = 1024
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.ceiling < 1:
+            problems.append("ceiling must be at least 1")
+        if self.initial_limit < 1:
+            problems.append("initial_limit must be at least 1")
+        if not 0 < self.decrease < 1:
+            problems.append("decrease must be between 0 and 1")
+        if self.latency_tolerance < 1 or self.latency_slack < 0:
+            problems.append("latency_tolerance must be at least 1 and latency_slack not negative")
+        if not 0 < self.busy_cpu <= 1:
+            problems.append("busy_cpu must be in (0, 1]")
+        if self.failure_threshold < 1:
+            problems.append("failure_threshold must be at least 1")
+        if not 0 < self.open_for <= self.max_open_for:
+            problems.append("open_for must be positive and at most max_open_for")
+        if self.max_pause_wait < 0 or not 0 < self.default_pause <= self.max_default_pause:
+            problems.append("pauses must be positive, default_pause at most max_default_pause")
+        if self.max_lanes < 1:
+            problems.append("max_lanes must be at least 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+# How often the worker's CPU share is read (a syscall), and how long a latency floor lasts.
+_CPU_SAMPLE = 0.1
+_FLOOR_WINDOW = 10.0
+
+
+@dataclass(slots=True)
+class LaneSnapshot:
+    """A lane as operators see it (`origin` is the push service's label, as in /metrics)."""
+
+    origin: str
+    state: LaneState
+    limit: int
+    in_flight: int
+    queued: int
+
+
+class Lane:
+    """One push-service origin: its waiting pushes, limit, pause and circuit."""
+
+    def __init__(self, origin: str, label: str, policy: LanePolicy):
+        self.origin, self.label = origin, label
+        self.limit = float(policy.initial_limit)
+        self.slow_start_until = float(policy.ceiling)  # "ssthresh": slow start below it
+        self.in_flight = 0
+        self.waiters: deque[asyncio.Future[Deferral | None]] = deque()
+        self.paused_until = 0.0
+        self.pauses_without_header = 0
+        self.cut_at = -math.inf  # when the limit was last cut (one cut per window of requests)
+        self.floor_now, self.floor_before, self.floor_since = math.inf, math.inf, -math.inf
+        self.failures = 0  # consecutive unreachable requests
+        self.circuit_open_until: float | None = None  # None: circuit closed
+        self.open_for = policy.open_for
+        self.probing = False
+        self.timer: asyncio.TimerHandle | None = None
+        # (the sender keeps its connection pool on the lane; evicting a lane closes it)
+        self.on_evict: Callable[[], None] | None = None
+        self.answered_ok = False  # has this origin ever taken a push from us?
+
+    def state(self, now: float) -> LaneState:
+        if self.probing:
+            return LaneState.PROBING
+        if self.circuit_open_until is not None:
+            return LaneState.CIRCUIT_OPEN
+        if self.paused_until > now:
+            return LaneState.THROTTLED
+        return LaneState.OPEN
+
+    def snapshot(self, now: float) -> LaneSnapshot:
+        queued = sum(1 for waiter in self.waiters if not waiter.done())
+        return LaneSnapshot(self.label, self.state(now), int(self.limit), self.in_flight, queued)
+
+    @property
+    def idle(self) -> bool:
+        return not self.in_flight and not self.waiters
+
+
+_GO = None  # a slot is taken
+_WAIT = object()  # wait for a slot or for the pause to end
+_WAIT_CEILING = object()  # wait for a slot anywhere in the worker
+_PROBE = object()  # the circuit's cool-down is over: this request is the probe
+
+
+class Lanes:
+    """Every lane of one worker process, and the ceiling they share.
+
+    `admit()` waits for a slot (or answers a `Deferral`), `settle()` gives it back with
+    what the answer said, and the lane adapts. Waiting pushes are served first come,
+    first served within a lane; a throttled push that is sent again goes to the front.
+    """
+
+    def __init__(
+        self,
+        policy: LanePolicy,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ):
+        self.policy = policy
+        self.clock, self.cpu_clock = clock, cpu_clock
+        self.in_flight = 0
+        self._lanes: OrderedDict[str, Lane] = OrderedDict()
+        self._blocked: deque[Lane] = deque()  # lanes waiting for room under the ceiling
+        self._cpu_mark = (clock(), cpu_clock())
+        self.busy = False  # the worker's core was busy over the last sample
+        self.on_hungry: Callable[[], None] | None = None
+        # (origin label, event) -> count since last taken, for /metrics (see `take_events`)
+        self.events: Counter[tuple[str, str]] = Counter()
+
+    # -- lanes -------------------------------------------------------------------------
+
+    def lane(self, origin: str, label: str) -> Lane:
+        lane = self._lanes.get(origin)
+        if lane is not None:
+            self._lanes.move_to_end(origin)
+            return lane
+        lane = self._lanes[origin] = Lane(origin, label, self.policy)
+        if len(self._lanes) > self.policy.max_lanes:
+            self._evict()
+        return lane
+
+    def _evict(self) -> None:
+        """Drop the least recently used idle lane whose circuit is closed (an open circuit
+        is remembered, or a dead origin would be tried afresh)."""
+        for origin, lane in self._lanes.items():
+            if lane.idle and lane.circuit_open_until is None:
+                del self._lanes[origin]
+                if lane.on_evict is not None:
+                    lane.on_evict()
+                return
+
+    def __iter__(self):
+        return iter(list(self._lanes.values()))
+
+    def snapshots(self) -> list[LaneSnapshot]:
+        now = self.clock()
+        return [lane.snapshot(now) for lane in self._lanes.values()]
+
+    def take_events(self) -> Counter[tuple[str, str]]:
+        events, self.events = self.events, Counter()
+        return events
+
+    def wants_work(self) -> bool:
+        """Would a lane that is sending run short of pushes within about one round trip?
+        (A batch then takes on the campaign's next batch.) Throttled, circuit-open and
+        saturated-but-silent lanes never ask for more: their backlog is not work."""
+        if self.in_flight >= self.policy.ceiling:
+            return False
+        now = self.clock()
+        return any(
+            lane.state(now) is LaneState.OPEN and len(lane.waiters) < lane.limit for lane in self._lanes.values()
+        )
+
+    # -- admission ---------------------------------------------------------------------
+
+    async def admit(self, lane: Lane, *, front: bool = False) -> Deferral | None:
+        """Wait for a slot in `lane`: None once one is held (give it back with `settle`
+        or `release`), or a `Deferral` when the lane will not send for a while."""
+        if front or not lane.waiters:
+            verdict = self._verdict(lane, self.clock())
+            if verdict is _GO or verdict is _PROBE:
+                self._take(lane, verdict)
+                return None
+            if isinstance(verdict, Deferral):
+                return verdict
+        waiter: asyncio.Future[Deferral | None] = asyncio.get_running_loop().create_future()
+        if front:
+            lane.waiters.appendleft(waiter)
+        else:
+            lane.waiters.append(waiter)
+        self._pump(lane)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Cancelled after the slot was granted but before this task resumed: give it back.
+            if waiter.done() and not waiter.cancelled() and waiter.result() is None:
+                self.release(lane)
+            raise
+
+    def _verdict(self, lane: Lane, now: float) -> object:
+        policy = self.policy
+        if lane.probing:
+            return Deferral("circuit_open", lane.open_for)
+        if lane.circuit_open_until is not None:
+            if now < lane.circuit_open_until:
+                return Deferral("circuit_open", lane.circuit_open_until - now)
+            return _PROBE if self.in_flight < policy.ceiling else _WAIT_CEILING
+        pause = lane.paused_until - now
+        if pause > 0:
+            return Deferral("throttled", pause) if pause > policy.max_pause_wait else _WAIT
+        if lane.in_flight >= lane.limit:
+            return _WAIT
+        if self.in_flight >= policy.ceiling:
+            return _WAIT_CEILING
+        return _GO
+
+    def _take(self, lane: Lane, verdict: object) -> None:
+        lane.in_flight += 1
+        self.in_flight += 1
+        if verdict is _PROBE:
+            lane.probing = True
+            logger.info("lane %s: probing after its circuit was open", lane.label, extra={"origin": lane.label})
+
+    def _pump(self, lane: Lane) -> None:
+        """Hand free slots (or deferrals) to the lane's waiters, in order."""
+        while lane.waiters:
+            waiter = lane.waiters[0]
+            if waiter.done():  # cancelled while waiting
+                lane.waiters.popleft()
+                continue
+            now = self.clock()
+            verdict = self._verdict(lane, now)
+            if verdict is _WAIT:
+                if lane.paused_until > now:
+                    self._wake_at(lane, lane.paused_until - now)
+                return
+            if verdict is _WAIT_CEILING:
+                if lane not in self._blocked:
+                    self._blocked.append(lane)
+                return
+            lane.waiters.popleft()
+            if isinstance(verdict, Deferral):
+                waiter.set_result(verdict)
+            else:
+                self._take(lane, verdict)
+                waiter.set_result(None)
+
+    def _wake_at(self, lane: Lane, delay: float) -> None:
+        if lane.timer is not None:
+            lane.timer.cancel()
+        lane.timer = asyncio.get_running_loop().call_later(delay, self._pump, lane)
+
+    def release(self, lane: Lane) -> None:
+        """Give a slot back without an answer (the push was never sent)."""
+        lane.in_flight -= 1
+        self.in_flight -= 1
+        if lane.probing:  # the probe was never sent: the next request probes instead
+            lane.probing = False
+        self._after_release(lane)
+
+    def _after_release(self, lane: Lane) -> None:
+        self._pump(lane)
+        while self._blocked and self.in_flight < self.policy.ceiling:
+            self._pump(self._blocked.popleft())
+        if self.on_hungry is not None and len(lane.waiters) < lane.limit and lane.circuit_open_until is None:
+            self.on_hungry()
+
+    # -- what the answers say ----------------------------------------------------------
+
+    def settle(
+        self, lane: Lane, signal: Signal, *, rtt: float, sent_at: float, retry_after: float | None = None
+    ) -> None:
+        """Give the slot back and adapt the lane to what its push service answered.
+
+        Args:
+            rtt: seconds from the request written to its answer (or failure).
+            sent_at: `clock()` when the request was written: a window of requests sent
+                before the last cut is not cut for again.
+            retry_after: seconds the push service asked for (THROTTLED only).
+        """
+        now = self.clock()
+        lane.in_flight -= 1
+        self.in_flight -= 1
+        if signal is Signal.UNREACHABLE:
+            self.events[(lane.label, "unreachable")] += 1
+            self._cut(lane, sent_at, now)
+            self._unreachable(lane, now)
+        else:
+            self._answered(lane, now)
+            if signal is Signal.FAST:
+                lane.answered_ok = True
+                lane.pauses_without_header = 0
+                self._grow(lane, rtt, now)
+            elif signal is Signal.THROTTLED or signal is Signal.OVERLOADED:
+                self.events[(lane.label, "throttled")] += 1
+                self._cut(lane, sent_at, now)
+                if signal is Signal.THROTTLED:
+                    self._pause(lane, retry_after, now)
+        self._after_release(lane)
+
+    def _grow(self, lane: Lane, rtt: float, now: float) -> None:
+        if now - lane.floor_since > _FLOOR_WINDOW:
+            lane.floor_before, lane.floor_now, lane.floor_since = lane.floor_now, math.inf, now
+        lane.floor_now = min(lane.floor_now, rtt)
+        policy = self.policy
+        if lane.limit >= policy.ceiling or (not lane.waiters and lane.in_flight + 1 < lane.limit):
+            return  # the limit is not what holds this lane back
+        floor = min(lane.floor_now, lane.floor_before)
+        if rtt > floor * policy.latency_tolerance + policy.latency_slack or self._busy(now):
+            return
+        # Slow start doubles the limit each round trip; past the last cut, +1 per round trip.
+        lane.limit = min(policy.ceiling, lane.limit + (1 if lane.limit < lane.slow_start_until else 1 / lane.limit))
+
+    def _busy(self, now: float) -> bool:
+        then, cpu_then = self._cpu_mark
+        if now - then >= _CPU_SAMPLE:
+            cpu = self.cpu_clock()
+            self.busy = (cpu - cpu_then) / (now - then) >= self.policy.busy_cpu
+            self._cpu_mark = (now, cpu)
+        return self.busy
+
+    def _cut(self, lane: Lane, sent_at: float, now: float) -> None:
+        if sent_at < lane.cut_at:
+            return  # this request was in flight when the limit was cut: same congestion event
+        lane.limit = max(1.0, lane.limit * self.policy.decrease)
+        lane.slow_start_until = lane.limit
+        lane.cut_at = now
+
+    def _pause(self, lane: Lane, retry_after: float | None, now: float) -> None:
+        if retry_after is None:
+            policy = self.policy
+            retry_after = min(policy.max_default_pause, policy.default_pause * 2**lane.pauses_without_header)
+            lane.pauses_without_header += 1
+        if now + retry_after > lane.paused_until:
+            if lane.paused_until <= now:
+                logger.info(
+                    "lane %s: throttled for %.1fs",
+                    lane.label,
+                    retry_after,
+                    extra={"origin": lane.label, "retry_after": retry_after},
+                )
+            lane.paused_until = now + retry_after
+
+    def _answered(self, lane: Lane, now: float) -> None:
+        """Any answer means the origin is reachable: close its circuit."""
+        lane.failures = 0
+        if lane.circuit_open_until is not None or lane.probing:
+            lane.circuit_open_until, lane.probing = None, False
+            lane.open_for = self.policy.open_for
+            lane.limit = float(self.policy.initial_limit)
+            lane.slow_start_until = float(self.policy.ceiling)
+            logger.info("lane %s: circuit closed, sending again", lane.label, extra={"origin": lane.label})
+
+    def _unreachable(self, lane: Lane, now: float) -> None:
+        lane.failures += 1
+        if lane.probing:
+            lane.probing = False
+            lane.open_for = min(self.policy.max_open_for, lane.open_for * 2)
+            self._open(lane, now, "its probe failed too")
+        elif lane.circuit_open_until is None and lane.failures >= self.policy.failure_threshold:
+            self._open(lane, now, f"{lane.failures} requests in a row failed")
+
+    def _open(self, lane: Lane, now: float, why: str) -> None:
+        lane.circuit_open_until = now + lane.open_for
+        self.events[(lane.label, "circuit_opened")] += 1
+        logger.warning(
+            "lane %s: circuit open for %.0fs (%s); its pushes go to a delayed retry",
+            lane.label,
+            lane.open_for,
+            why,
+            extra={"origin": lane.label, "open_for": lane.open_for},
+        )
+        self._wake_at(lane, lane.open_for)  # so pushes that wait then start the probe
