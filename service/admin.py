@@ -176,7 +176,7 @@ def asset(name: str) -> Response:
 
 @bp.get("/api/overview")
 def overview() -> Response:
-    """Subscribers, queues, workers, send rate and prompt funnel in one poll."""
+    """Subscribers, queues, workers, send rate, push-service lanes and prompt funnel in one poll."""
     state = current_state()
     store, connection = state.store, state.queue_connection
     names = metrics.queue_names(connection, state.settings.queue_name)
@@ -187,6 +187,7 @@ def overview() -> Response:
             "queues": [{"name": name, **metrics.queue_counts(connection, name)} for name in names],
             "workers": metrics.worker_rows(connection),
             "send_rate": round(store.metrics.send_rate(), 3),
+            "push_services": metrics.lane_rows(store),
             "prompt_funnel": {**funnel, "subscribed": store.metrics.subscriptions_created()},
         }
     )

@@ -26,6 +26,7 @@ from .errors import NotFound, Unauthorized
 from .http import bearer_token, same_secret
 from .state import AppState, current_state
 from .store import Store
+from .store.metrics_store import LANE_EVENTS
 
 bp = Blueprint("metrics", __name__)
 
@@ -135,6 +136,37 @@ def delete_failed_job(connection: redis.Redis, names: list[str], job_id: str) ->
         raise NotFound(f"no failed job {job_id}", field="job_id") from None
 
 
+# -- push-service lanes ------------------------------------------------------------------
+
+# An origin with lanes in several states (one per worker) shows the worst of them.
+_LANE_STATES = ("circuit_open", "probing", "throttled", "open")
+
+
+def lane_rows(store: Store) -> list[dict[str, Any]]:
+    """Per push-service origin: its lanes' state over the workers sending now (`idle` when
+    none is), their limits, requests in flight and pushes queued, and since-ever counts
+    of throttle answers, unreachable requests and circuits opened."""
+    events = store.metrics.lane_events()
+    live = {row["origin"]: row for row in store.metrics.lanes()}
+    origins = sorted(set(live) | {origin for _, origin in events})
+    rows = []
+    for origin in origins:
+        row = live.get(origin, {"states": {}, "limit": 0, "in_flight": 0, "queued": 0})
+        state = next((name for name in _LANE_STATES if row["states"].get(name)), "idle")
+        rows.append(
+            {
+                "origin": origin,
+                "state": state,
+                "workers": row["states"],
+                "limit": row["limit"],
+                "in_flight": row["in_flight"],
+                "queued": row["queued"],
+                **{event: events.get((event, origin), 0) for event in LANE_EVENTS},
+            }
+        )
+    return rows
+
+
 # -- Prometheus ----------------------------------------------------------------------
 
 
@@ -166,11 +198,42 @@ class RedisCollector:
             "Campaign start to done, per finished campaign.",
             metrics.campaign_durations(),
         )
+        yield from self._lanes()
         webhooks = CounterMetricFamily("storypush_webhook_calls", "CMS webhook calls by outcome.", labels=["outcome"])
         for outcome, count in metrics.webhook_calls().items():
             webhooks.add_metric([outcome], count)
         yield webhooks
         yield from self._gauges()
+
+    def _lanes(self) -> Iterator[Metric]:
+        rows = lane_rows(self.store)
+        events = CounterMetricFamily(
+            "storypush_lane_events",
+            "Per push-service origin: throttle answers (429/503/406), unreachable requests "
+            "(timeouts, refused connects, resets) and circuits opened.",
+            labels=["origin", "event"],
+        )
+        states = GaugeMetricFamily(
+            "storypush_lane_state", "Worker lanes per push-service origin and state.", labels=["origin", "state"]
+        )
+        gauges = {
+            name: GaugeMetricFamily(f"storypush_lane_{name}", text, labels=["origin"])
+            for name, text in (
+                ("limit", "Sum of the workers' adaptive in-flight limits per origin."),
+                ("in_flight", "Requests in flight per origin."),
+                ("queued", "Pushes waiting for a slot per origin."),
+            )
+        }
+        for row in rows:
+            for event in LANE_EVENTS:
+                events.add_metric([row["origin"], event], row[event])
+            for state in _LANE_STATES:
+                states.add_metric([row["origin"], state], row["workers"].get(state, 0))
+            for name, gauge in gauges.items():
+                gauge.add_metric([row["origin"]], row[name])
+        yield events
+        yield states
+        yield from gauges.values()
 
     def _gauges(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("storypush_queue_jobs", "RQ jobs per queue and state.", labels=["queue", "state"])

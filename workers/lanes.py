@@ -76,6 +76,9 @@ class LanePolicy:
         decrease: the limit is multiplied by this on a throttle or an unreachable origin.
         latency_tolerance: a 2xx is "fast" (may grow the limit) while its latency is at most
             this many times the lane's recent floor, plus `latency_slack` seconds.
+        slow_start_tolerance: in slow start (doubling each round trip) a 2xx slower than
+            this many times the floor ends slow start, before the doubling overshoots
+            (HyStart's idea: latency rises a round trip before anything is dropped).
         busy_cpu: no lane grows while the worker used at least this share of its core.
         failure_threshold: consecutive unreachable requests that open a lane's circuit.
         open_for / max_open_for: the first pause of an open circuit, doubled (up to the
@@ -92,6 +95,7 @@ class LanePolicy:
     initial_limit: int = 20
     decrease: float = 0.5
     latency_tolerance: float = 2.0
+    slow_start_tolerance: float = 1.25
     latency_slack: float = 0.005
     busy_cpu: float = 0.95
     failure_threshold: int = 5
@@ -110,8 +114,8 @@ class LanePolicy:
             problems.append("initial_limit must be at least 1")
         if not 0 < self.decrease < 1:
             problems.append("decrease must be between 0 and 1")
-        if self.latency_tolerance < 1 or self.latency_slack < 0:
-            problems.append("latency_tolerance must be at least 1 and latency_slack not negative")
+        if not 1 <= self.slow_start_tolerance <= self.latency_tolerance or self.latency_slack < 0:
+            problems.append("need 1 <= slow_start_tolerance <= latency_tolerance and latency_slack >= 0")
         if not 0 < self.busy_cpu <= 1:
             problems.append("busy_cpu must be in (0, 1]")
         if self.failure_threshold < 1:
@@ -392,10 +396,14 @@ class Lanes:
         if lane.limit >= policy.ceiling or (not lane.waiters and lane.in_flight + 1 < lane.limit):
             return  # the limit is not what holds this lane back
         floor = min(lane.floor_now, lane.floor_before)
+        slow_start = lane.limit < lane.slow_start_until
+        if slow_start and rtt > floor * policy.slow_start_tolerance + policy.latency_slack:
+            lane.slow_start_until = lane.limit  # latency is rising: grow gently from here
+            return
         if rtt > floor * policy.latency_tolerance + policy.latency_slack or self._busy(now):
             return
-        # Slow start doubles the limit each round trip; past the last cut, +1 per round trip.
-        lane.limit = min(policy.ceiling, lane.limit + (1 if lane.limit < lane.slow_start_until else 1 / lane.limit))
+        # Slow start doubles the limit each round trip; past it, +1 per round trip.
+        lane.limit = min(policy.ceiling, lane.limit + (1 if slow_start else 1 / lane.limit))
 
     def _busy(self, now: float) -> bool:
         then, cpu_then = self._cpu_mark

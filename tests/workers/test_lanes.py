@@ -73,18 +73,22 @@ def test_no_growth_without_demand_or_when_latency_rises_or_the_core_is_busy():
         waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(20)]
         await asyncio.sleep(0)
         lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())  # sets the latency floor
-        assert lane.limit == 5
+        assert lane.limit == 5  # slow start: +1 per answer
+        lanes.settle(lane, Signal.FAST, rtt=0.06, sent_at=clock())  # 1.5× the floor: slow start ends
+        assert lane.limit == 5 and lane.slow_start_until == 5
+        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
+        assert lane.limit == pytest.approx(5.2)  # past slow start: +1 per round trip (1/limit per answer)
         lanes.settle(lane, Signal.FAST, rtt=0.2, sent_at=clock())  # 5× the floor: not "fast"
-        assert lane.limit == 5
+        assert lane.limit == pytest.approx(5.2)
         clock.now += 1.0
         clock.cpu += 0.99  # the worker's core was busy
         await asyncio.sleep(0)
         lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
-        assert lane.limit == 5 and lanes.busy
+        assert lane.limit == pytest.approx(5.2) and lanes.busy
         clock.now += 1.0  # an idle second
         await asyncio.sleep(0)
         lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
-        assert lane.limit == 6 and not lanes.busy
+        assert lane.limit > 5.3 and not lanes.busy
         for task in waiting:
             task.cancel()
 

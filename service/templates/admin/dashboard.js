@@ -142,6 +142,11 @@
       h("td", {}, badge(w.state)), h("td", {}, w.current_job ? h("code", {}, w.current_job) : "–"),
       h("td", { class: "small" }, iso(w.last_heartbeat))))
       : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No workers running."))]);
+    fill("push-services", overview.push_services.length ? overview.push_services.map((o) =>
+      h("tr", { "data-origin": o.origin }, h("td", {}, h("code", {}, o.origin)), h("td", {}, badge(o.state)),
+        ...["limit", "in_flight", "queued", "throttled", "unreachable", "circuit_opened"].map((k) =>
+          h("td", { class: "num" }, fmt(o[k])))))
+      : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No pushes sent yet."))]);
     fill("failed-jobs", failed.jobs.length ? failed.jobs.map(failedJobRow)
       : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No failed jobs."))]);
     bars("topics", Object.entries(overview.subscribers.by_topic));
