@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -43,6 +43,7 @@ class PushMessage:
     headers: dict[str, str]
     body_length: int
     received_at: float
+    origin: str = ""  # "https://127.0.0.1:PORT", the origin the push was posted to
 
     def json(self) -> Any:
         """The plaintext parsed as JSON, as `sw.js` would do."""
@@ -65,6 +66,7 @@ class PushMessage:
             headers=data["headers"],
             body_length=data["body_length"],
             received_at=data["received_at"],
+            origin=data["origin"],
         )
 
 
@@ -73,6 +75,10 @@ def token_of(endpoint_or_token: str) -> str:
     if "/push/" in endpoint_or_token:
         return endpoint_or_token.rsplit("/push/", 1)[1]
     return endpoint_or_token
+
+
+OriginRef = int | str
+"""An origin: its index in `PushSimulator.origins`, or its URL."""
 
 
 def _key_text(key: bytes | str) -> str:
@@ -99,11 +105,15 @@ def _stop_process(process: subprocess.Popen[bytes], state_dir: str) -> None:
 
 
 class PushSimulator:
-    """An RFC 8030 push service on https://127.0.0.1:<port>, in its own process.
+    """RFC 8030 push services on https://127.0.0.1:<port>, one per origin, in one process.
 
     Use as `with PushSimulator() as sim:`. The process is separate so a benchmark can pin
-    it to one CPU (`cpu=N`) away from the sender; its control API lives under `/_sim/` on
-    the same HTTPS port and every method here is one call to it.
+    it to one CPU (`cpu=N`) away from the sender. Every origin has its own port, its own
+    subscribers and records and can misbehave on its own (hang, rate-limit, refuse
+    connections, fail); all share one CA. The control API lives under `/_sim/` on every
+    port and on a control port of its own, which this class uses so that no origin's
+    misbehaviour gets in the way; every method here is one call to it. Methods taking an
+    `origin` accept its index in `origins` or its URL.
 
     Args:
         latency_ms: added before each push answer (asyncio sleep; other connections proceed).
@@ -111,6 +121,7 @@ class PushSimulator:
         verify: 'all' decrypts every message; 'sample:N' every Nth; 'deferred' answers
             first and decrypts all when results are read (see README).
         startup_timeout: seconds to wait for the server before failing loudly.
+        origins: how many push-service origins (ports) to serve.
     """
 
     def __init__(
@@ -119,13 +130,21 @@ class PushSimulator:
         cpu: int | None = None,
         verify: str = "all",
         startup_timeout: float = 20.0,
+        origins: int = 1,
     ) -> None:
+        if isinstance(origins, bool) or not isinstance(origins, int) or origins < 1:
+            raise ValueError(f"origins must be an integer >= 1, not {origins!r}")
         self.latency_ms = latency_ms
         self.cpu = cpu
         self.verify = verify
         self.startup_timeout = startup_timeout
-        self.port = 0
-        self.origin = ""
+        self.origin_count = origins
+        self.port = 0  # the first origin's
+        self.origin = ""  # the first origin, "https://127.0.0.1:PORT"
+        self.ports: list[int] = []
+        self.origins: list[str] = []
+        self.authorities: list[str] = []  # "127.0.0.1:PORT", as STORYPUSH_PUSH_HOSTS lists them
+        self.control_port = 0
         self.ca_file = ""
         self.pid = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -159,6 +178,8 @@ class PushSimulator:
             str(self.latency_ms),
             "--verify",
             self.verify,
+            "--origins",
+            str(self.origin_count),
         ]
         if self.cpu is not None:
             command += ["--cpu", str(self.cpu)]
@@ -170,9 +191,12 @@ class PushSimulator:
         self._finalizer = weakref.finalize(self, _stop_process, self._process, self._state_dir)
         try:
             ready = self._wait_ready(state / "ready.json")
-            self.port = int(ready["port"])
+            self.ports = [int(port) for port in ready["ports"]]
+            self.authorities = [f"127.0.0.1:{port}" for port in self.ports]
+            self.origins = [f"https://{authority}" for authority in self.authorities]
+            self.port, self.origin = self.ports[0], self.origins[0]
+            self.control_port = int(ready["control_port"])
             self.pid = int(ready["pid"])
-            self.origin = f"https://127.0.0.1:{self.port}"
             self.ca_file = str(state / "ca.pem")
             self._ssl = ssl.create_default_context(cafile=self.ca_file)
             self._call("GET", "health")
@@ -213,19 +237,29 @@ class PushSimulator:
         """A client context trusting only the simulator's CA."""
         return ssl.create_default_context(cafile=self.ca_file)
 
-    def endpoint(self, token: str) -> str:
-        return f"{self.origin}/push/{token}"
+    def endpoint(self, token: str, origin: int = 0) -> str:
+        """The endpoint URL of a token on the origin with this index."""
+        return f"{self.origins[origin]}/push/{token}"
 
     # -- control API ---------------------------------------------------------------------
 
-    def _call(self, method: str, action: str, payload: dict[str, Any] | None = None, token: str | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        action: str,
+        payload: dict[str, Any] | None = None,
+        token: str | None = None,
+        origin: OriginRef | None = None,
+    ) -> Any:
         if self._ssl is None:
             raise SimulatorError("simulator is not running")
-        path = f"/_sim/{action}" + ("" if token is None else f"?token={quote(token)}")
+        query = {name: str(value) for name, value in (("token", token), ("origin", origin)) if value is not None}
+        path = f"/_sim/{action}" + (f"?{urlencode(query)}" if query else "")
         body = None if payload is None else json.dumps(payload).encode()
         # A fresh connection per call: control calls are rare, and this never trips over a
-        # connection the server closed (e.g. after a drop).
-        connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=self._ssl, timeout=120)
+        # connection the server closed (e.g. after a drop). The control port is never hung,
+        # throttled or refused, whatever the origins do.
+        connection = http.client.HTTPSConnection("127.0.0.1", self.control_port, context=self._ssl, timeout=120)
         try:
             headers = {"Content-Type": "application/json"} if body is not None else {}
             connection.request(method, path, body=body, headers=headers)
@@ -237,12 +271,14 @@ class PushSimulator:
             raise SimulatorError(f"{method} {path} -> {response.status}: {data[:500]!r}")
         return json.loads(data)
 
-    def mint(self, n: int, application_server_key: bytes | str) -> list[dict[str, Any]]:
+    def mint(self, n: int, application_server_key: bytes | str, origin: OriginRef = 0) -> list[dict[str, Any]]:
         """Create n subscribers bound to this applicationServerKey (65-byte point or b64url).
 
-        Returns `PushSubscription.toJSON()`-shaped dicts; the simulator keeps the private keys.
+        Returns `PushSubscription.toJSON()`-shaped dicts whose endpoints are on `origin`
+        (pushed to any other origin, the token is unknown: 404); the simulator keeps the
+        private keys.
         """
-        payload = {"n": n, "application_server_key": _key_text(application_server_key)}
+        payload = {"n": n, "application_server_key": _key_text(application_server_key), "origin": origin}
         return self._call("POST", "mint", payload)["subscriptions"]
 
     def register(
@@ -251,6 +287,7 @@ class PushSimulator:
         private_key: ec.EllipticCurvePrivateKey | bytes | str,
         auth: bytes,
         application_server_key: bytes | str,
+        origin: OriginRef = 0,
     ) -> dict[str, Any]:
         """Register a subscriber whose keys the test made; returns its subscription dict.
 
@@ -267,25 +304,34 @@ class PushSimulator:
             "private_key": key_text,
             "auth": b64url_encode(auth),
             "application_server_key": _key_text(application_server_key),
+            "origin": origin,
         }
         return self._call("POST", "register", payload)["subscription"]
 
-    def messages(self, token: str | None = None) -> list[PushMessage]:
-        """Accepted pushes in arrival order, for one token (or endpoint) or all."""
-        data = self._call("GET", "messages", token=None if token is None else token_of(token))
+    def messages(self, token: str | None = None, origin: OriginRef | None = None) -> list[PushMessage]:
+        """Accepted pushes in arrival order, for one token (or endpoint) or all, on one origin or all."""
+        data = self._call("GET", "messages", token=None if token is None else token_of(token), origin=origin)
         return [PushMessage.from_json(item) for item in data["messages"]]
 
-    def rejections(self, token: str | None = None) -> list[dict[str, Any]]:
-        """Requests not delivered: `{token, status, reason, received_at}` (status None = dropped)."""
-        data = self._call("GET", "rejections", token=None if token is None else token_of(token))
+    def rejections(self, token: str | None = None, origin: OriginRef | None = None) -> list[dict[str, Any]]:
+        """Requests not delivered, in arrival order: `{origin, token, status, reason, received_at}`.
+
+        `status` is None when nothing was answered: the connection was reset, or the origin hung.
+        """
+        data = self._call("GET", "rejections", token=None if token is None else token_of(token), origin=origin)
         return data["rejections"]
 
-    def stats(self) -> dict[str, Any]:
-        """Totals: requests, by_status, delivered, rejected, faulted, dropped, decrypted, decrypt_errors, reasons."""
-        return self._call("GET", "stats")
+    def stats(self, origin: OriginRef | None = None) -> dict[str, Any]:
+        """Counts: requests, by_status, delivered, rejected, faulted, dropped, throttled, hung,
+        decrypted, decrypt_errors, reasons.
+
+        For one origin, or totals over all of them plus `by_origin`: {origin URL: its counts}.
+        """
+        return self._call("GET", "stats", origin=origin)
 
     def reset(self, subscribers: bool = False) -> None:
-        """Forget records and faults (and subscribers too if asked); latency is kept."""
+        """Forget records and faults (and subscribers too if asked), and end every origin's
+        misbehaviour (hang, rate limit, refusal, failure); latency is kept."""
         self._call("POST", "reset", {"subscribers": subscribers})
 
     def fail(
@@ -313,10 +359,55 @@ class PushSimulator:
         """Reset the TCP connection without answering the next `times` requests to token."""
         self._call("POST", "drop", {"token": token_of(token), "times": times})
 
-    def set_latency(self, ms: float) -> None:
-        """Delay every push answer by `ms` from now on (control calls are not delayed)."""
-        self._call("POST", "latency", {"ms": ms})
-        self.latency_ms = ms
+    def set_latency(self, ms: float, origin: OriginRef | None = None) -> None:
+        """Delay push answers by `ms` from now on, on every origin or on one (control calls never)."""
+        self._call("POST", "latency", {"ms": ms, "origin": origin})
+        if origin is None:
+            self.latency_ms = ms
+
+    def hang(self, origin: OriginRef, on: bool = True) -> None:
+        """Make an origin read pushes and never answer them (on=False: answer new ones again).
+
+        Hung requests stay open until the client gives up; anything sent after one on the
+        same connection is never answered either. Other origins and connections go on.
+        """
+        self._call("POST", "hang", {"origin": origin, "on": on})
+
+    def rate_limit(
+        self,
+        origin: OriginRef,
+        per_second: float | None,
+        *,
+        burst: int | None = None,
+        retry_after: str | int | None = "1",
+        status: int = 429,
+    ) -> None:
+        """Throttle an origin with a token bucket (`per_second=None` removes the limit).
+
+        The bucket holds `burst` tokens (default: `per_second`, at least 1), starts full and
+        refills at `per_second`. A push finding it empty is answered `status` (429; 503 as
+        Mozilla autopush throttles; 406 as WNS does) with `Retry-After: retry_after`
+        (seconds, or "date" for an HTTP-date at least 1 s ahead; None: no header) and is not
+        delivered. Scripted per-token faults are answered before the bucket is asked.
+        """
+        payload = {
+            "origin": origin,
+            "per_second": per_second,
+            "burst": burst,
+            "retry_after": None if retry_after is None else str(retry_after),
+            "status": status,
+        }
+        self._call("POST", "rate_limit", payload)
+
+    def refuse_connections(self, origin: OriginRef, on: bool = True) -> None:
+        """Stop listening on an origin's port (connects get ECONNREFUSED, open connections are
+        reset); on=False listens again on the same port."""
+        self._call("POST", "refuse_connections", {"origin": origin, "on": on})
+
+    def fail_origin(self, origin: OriginRef, status: int | str | None) -> None:
+        """Answer every push to an origin with `status`, or reset the connection with "drop";
+        None clears."""
+        self._call("POST", "fail_origin", {"origin": origin, "status": status})
 
 
 def b64url(data: bytes) -> str:

@@ -1,19 +1,25 @@
-"""Request handling: the RFC 8030 push endpoint and the `/_sim/` control API.
+"""Request handling: the RFC 8030 push endpoint of every origin and the `/_sim/` control API.
 
-Synchronous and free of sockets: the server hands in a parsed `Request` and writes back
-the `Response` (or drops the connection), so every check here is plain, testable code.
+Free of sockets: the server hands in a parsed `Request` and the origin (port) it came in
+on, and writes back the `Response` (or drops the connection, or never answers), so every
+check here is plain, testable code. Pushes are answered synchronously; control calls are
+coroutines because reopening a refused origin's port has to wait for the event loop.
 """
 
 from __future__ import annotations
 
 import gc
+import heapq
 import itertools
 import json
 import logging
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Protocol
 from urllib.parse import parse_qs
 
 from benchmarks.pushsim.crypto import (
@@ -29,7 +35,8 @@ from benchmarks.pushsim.crypto import (
     load_private_key,
     public_bytes,
 )
-from benchmarks.pushsim.state import Fault, Message, Recorder, Subscriber
+from benchmarks.pushsim.origins import Origin, Throttle, check_failure
+from benchmarks.pushsim.state import Fault, Message, Outcome, Subscriber, merge_stats, stats_json
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,8 @@ MAX_PUSH_BODY = 4096
 # Bigger control bodies exist (register, mint); anything past this is not a client of ours.
 MAX_REQUEST_BODY = 1 << 20
 MAX_MINT = 200_000
+# One process serves every origin on its own port; more would only be a mistake.
+MAX_ORIGINS = 64
 # ~140 characters, the length of real FCM endpoint tokens, so length limits get exercised.
 TOKEN_BYTES = 105
 URGENCIES = frozenset({"very-low", "low", "normal", "high"})
@@ -53,6 +62,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    406: "Not Acceptable",
     410: "Gone",
     413: "Payload Too Large",
     429: "Too Many Requests",
@@ -89,6 +99,11 @@ class Response:
 DROP = object()
 """Returned instead of a Response: close the connection without answering."""
 
+HANG = object()
+"""Returned instead of a Response: never answer (this or anything after it on the connection)."""
+
+_BY_SEQ = attrgetter("seq")
+
 
 def _error(status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> Response:
     body = json.dumps({"code": status, "reason": reason}).encode()
@@ -101,6 +116,12 @@ def _json(payload: object, status: int = 200) -> Response:
 
 class ControlError(Exception):
     """A control API call the test got wrong; answered 400 with the message."""
+
+
+class Listeners(Protocol):
+    """The server's side of `refuse_connections`: close or reopen an origin's port."""
+
+    async def set_listening(self, origin: Origin, on: bool) -> None: ...
 
 
 def parse_verify(spec: str) -> tuple[str, int]:
@@ -119,169 +140,261 @@ def parse_verify(spec: str) -> tuple[str, int]:
 
 
 class PushHandler:
-    """One simulated push service: its subscribers, faults, latency and records."""
+    """The simulated push services, one `Origin` per port, and the control API over them.
 
-    def __init__(self, verify: str = "all", latency_ms: float = 0.0) -> None:
+    Subscribers belong to the origin they were minted on (a token is unknown elsewhere);
+    scripted per-token faults follow the token to whichever origin it is posted to.
+    """
+
+    def __init__(self, verify: str = "all", latency_ms: float = 0.0, origins: int = 1) -> None:
         self.verify_mode, self.verify_every = parse_verify(verify)
-        self.latency_s = latency_ms / 1000
-        self.origin = ""  # set by the server once the port is bound
-        self.subscribers: dict[str, Subscriber] = {}
+        if isinstance(origins, bool) or not isinstance(origins, int) or not 1 <= origins <= MAX_ORIGINS:
+            raise ValueError(f"origins must be an integer within 1..{MAX_ORIGINS}, not {origins!r}")
+        if latency_ms < 0:
+            raise ValueError("latency must be >= 0 ms")
+        seq = itertools.count()
+        self.origins = [Origin(index, seq, latency_s=latency_ms / 1000) for index in range(origins)]
         self.faults: dict[str, Fault] = {}
-        self.recorder = Recorder()
+        self.listeners: Listeners | None = None  # set by the server; needed by refuse_connections
         self._jwt = JwtVerifier()
         self._seen = 0
-        self._pending = False
         self._location_ids = itertools.count(1)
 
     # -- push endpoint -------------------------------------------------------------------
 
-    def handle(self, request: Request) -> Response | object:
-        """Dispatch one request; returns a Response or DROP."""
+    def handle(self, request: Request, origin: Origin | None) -> object:
+        """Dispatch one request that came in on `origin`'s port (None: the control port).
+
+        Returns a Response, DROP or HANG for a push, a coroutine giving the Response for a
+        control call.
+        """
         path, _, query = request.target.partition("?")
         if path.startswith("/push/"):
+            if origin is None:
+                return _error(404, "this port serves the control API only")
             if request.method != "POST":
                 return _error(405, "push endpoints accept POST only", [("Allow", "POST")])
-            return self.push(path[6:], request)
+            return self.push(origin, path[6:], request)
         if path.startswith("/_sim/"):
-            try:
-                return self.control(request.method, path[6:], parse_qs(query), request.body)
-            except (ControlError, ValueError, KeyError, TypeError) as exc:
-                return _error(400, f"control API: {exc!r}")
+            return self.control(request.method, path[6:], parse_qs(query), request.body)
         return _error(404, "no such resource")
 
-    def push(self, token: str, request: Request) -> Response | object:
+    def push(self, origin: Origin, token: str, request: Request) -> Response | object:
         """RFC 8030 §5 message delivery, with every check a strict push service makes."""
-        recorder = self.recorder
+        recorder = origin.recorder
         recorder.requests += 1
+        if origin.hanging:
+            recorder.reject(token, None, "origin hangs: read, never answered", Outcome.HUNG)
+            return HANG
+        if origin.failure is not None:
+            return self._origin_failure(origin, token)
         fault = self.faults.get(token)
         if fault is not None:
             action = fault.next_action()
             if fault.is_spent():
                 del self.faults[token]
             if action == "drop":
-                recorder.reject(token, None, "injected drop")
+                recorder.reject(token, None, "injected drop", Outcome.DROPPED)
                 return DROP
             if action is not None:
                 assert isinstance(action, int)
-                recorder.reject(token, action, "injected fault", fault=True)
+                recorder.reject(token, action, "injected fault", Outcome.FAULTED)
                 extra = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
                 return _error(action, "injected fault", extra)
+        throttle = origin.throttle
+        if throttle is not None and not throttle.take():
+            return self._throttled(origin, token, throttle)
 
-        subscriber = self.subscribers.get(token)
+        subscriber = origin.subscribers.get(token)
         if subscriber is None:
-            return self._reject(token, 404, "unknown subscription")
+            return self._reject(origin, token, 404, "unknown subscription")
         headers = request.headers
         authorization = headers.get("authorization")
         if authorization is None:
-            return self._reject(token, 401, "missing Authorization header")
+            return self._reject(origin, token, 401, "missing Authorization header")
         now = time.time()
         try:
-            claims = self._jwt.verify(authorization, subscriber.application_server_key, self.origin, now)
+            claims = self._jwt.verify(authorization, subscriber.application_server_key, origin.url, now)
         except VapidError as exc:
-            return self._reject(token, exc.status, exc.reason)
+            return self._reject(origin, token, exc.status, exc.reason)
 
         ttl = headers.get("ttl")
         if ttl is None or not _TTL.fullmatch(ttl):
-            return self._reject(token, 400, "TTL header missing or not a non-negative integer")
+            return self._reject(origin, token, 400, "TTL header missing or not a non-negative integer")
         if headers.get("content-encoding", "").lower() != "aes128gcm":
-            return self._reject(token, 400, "Content-Encoding must be aes128gcm")
+            return self._reject(origin, token, 400, "Content-Encoding must be aes128gcm")
         urgency = headers.get("urgency")
         if urgency is not None and urgency not in URGENCIES:
-            return self._reject(token, 400, f"Urgency {urgency[:16]!r} is not very-low/low/normal/high")
+            return self._reject(origin, token, 400, f"Urgency {urgency[:16]!r} is not very-low/low/normal/high")
         topic = headers.get("topic")
         if topic is not None and not _TOPIC.fullmatch(topic):
-            return self._reject(token, 400, "Topic must be 1-32 base64url characters without padding")
+            return self._reject(origin, token, 400, "Topic must be 1-32 base64url characters without padding")
         body = request.body
         if len(body) > MAX_PUSH_BODY:
-            return self._reject(token, 413, f"body of {len(body)} bytes exceeds {MAX_PUSH_BODY}")
+            return self._reject(origin, token, 413, f"body of {len(body)} bytes exceeds {MAX_PUSH_BODY}")
 
-        message = Message(token, now, int(ttl), urgency, topic, claims, headers, len(body))
+        message = Message(
+            next(origin.seq), origin.url, token, now, int(ttl), urgency, topic, claims, headers, len(body)
+        )
         try:
-            self._decrypt_or_defer(message, body, subscriber.keys)
+            self._decrypt_or_defer(origin, message, body, subscriber.keys)
         except DecryptError as exc:
-            return self._reject(token, 400, f"cannot decrypt: {exc}")
+            return self._reject(origin, token, 400, f"cannot decrypt: {exc}")
         recorder.messages.append(message)
         recorder.by_status[201] += 1
         # RFC 8030 §5: the Location names the message resource; a counter is opaque enough.
-        return Response(201, b"", [("Location", f"{self.origin}/m/{next(self._location_ids):x}")])
+        return Response(201, b"", [("Location", f"{origin.url}/m/{next(self._location_ids):x}")])
 
-    def _reject(self, token: str, status: int, reason: str) -> Response:
-        self.recorder.reject(token, status, reason)
+    def hung(self, origin: Origin, request: Request) -> None:
+        """Record a push that arrived behind a hung one on its connection: it is never answered."""
+        path = request.target.partition("?")[0]
+        if path.startswith("/push/"):
+            origin.recorder.requests += 1
+            origin.recorder.reject(path[6:], None, "queued behind a hung request, never answered", Outcome.HUNG)
+
+    def _origin_failure(self, origin: Origin, token: str) -> Response | object:
+        if origin.failure == "drop":
+            origin.recorder.reject(token, None, "origin failing: connection reset", Outcome.DROPPED)
+            return DROP
+        assert isinstance(origin.failure, int)
+        origin.recorder.reject(token, origin.failure, "origin failing", Outcome.FAULTED)
+        return _error(origin.failure, "origin failing")
+
+    @staticmethod
+    def _throttled(origin: Origin, token: str, throttle: Throttle) -> Response:
+        origin.recorder.reject(token, throttle.status, "rate limited", Outcome.THROTTLED)
+        retry_after = throttle.retry_after_header()
+        headers = [] if retry_after is None else [("Retry-After", retry_after)]
+        if throttle.status == 406:
+            headers.append(("X-WNS-Status", "channelthrottled"))  # how WNS says it, besides the 406
+        return _error(throttle.status, "rate limited: back off", headers)
+
+    @staticmethod
+    def _reject(origin: Origin, token: str, status: int, reason: str) -> Response:
+        origin.recorder.reject(token, status, reason)
         return _error(status, reason)
 
-    def _decrypt_or_defer(self, message: Message, body: bytes, keys: SubscriberKeys) -> None:
+    def _decrypt_or_defer(self, origin: Origin, message: Message, body: bytes, keys: SubscriberKeys) -> None:
         self._seen += 1
         if self.verify_mode == "deferred":
             check_aes128gcm_header(body)
             message.pending = (body, keys)
-            self._pending = True
+            origin.recorder.pending = True
         elif self.verify_mode == "all" or (self._seen - 1) % self.verify_every == 0:
             message.plaintext = decrypt(body, keys)
             message.decrypted = True
-            self.recorder.decrypted += 1
+            origin.recorder.decrypted += 1
         else:
             check_aes128gcm_header(body)
 
     def settle(self) -> None:
         """Decrypt every deferred message; failures stay recorded as `error` on the message."""
-        if not self._pending:
-            return
-        for message in self.recorder.messages:
-            if message.pending is None:
+        for origin in self.origins:
+            recorder = origin.recorder
+            if not recorder.pending:
                 continue
-            body, keys = message.pending
-            message.pending = None
-            try:
-                message.plaintext = decrypt(body, keys)
-                message.decrypted = True
-                self.recorder.decrypted += 1
-            except DecryptError as exc:
-                message.error = f"cannot decrypt: {exc}"
-                self.recorder.decrypt_errors += 1
-        self._pending = False
+            for message in recorder.messages:
+                if message.pending is None:
+                    continue
+                body, keys = message.pending
+                message.pending = None
+                try:
+                    message.plaintext = decrypt(body, keys)
+                    message.decrypted = True
+                    recorder.decrypted += 1
+                except DecryptError as exc:
+                    message.error = f"cannot decrypt: {exc}"
+                    recorder.decrypt_errors += 1
+            recorder.pending = False
 
     # -- control API ---------------------------------------------------------------------
 
-    def control(self, method: str, action: str, query: dict[str, list[str]], body: bytes) -> Response:
+    async def control(self, method: str, action: str, query: dict[str, list[str]], body: bytes) -> Response:
         """`/_sim/<action>`: GET reads records, POST changes state (JSON in, JSON out)."""
-        token = query.get("token", [None])[0]
-        if method == "GET":
-            if action == "health":
-                return _json({"ok": True, "origin": self.origin})
-            self.settle()
-            records = self.recorder
-            if action == "messages":
-                return _json({"messages": [m.to_json() for m in records.messages if token in (None, m.token)]})
-            if action == "rejections":
-                return _json({"rejections": [r.to_json() for r in records.rejections if token in (None, r.token)]})
-            if action == "stats":
-                return _json(records.stats())
-            return _error(404, f"no control action GET {action}")
-        if method != "POST":
-            return _error(405, "control API accepts GET and POST")
-        args = json.loads(body or b"{}")
-        if not isinstance(args, dict):
-            raise ControlError("body must be a JSON object")
-        handler = {
-            "mint": self._mint,
-            "register": self._register,
-            "fail": self._fail,
-            "drop": self._drop,
-            "latency": self._latency,
-            "reset": self._reset,
-        }.get(action)
-        if handler is None:
-            return _error(404, f"no control action POST {action}")
-        return _json(handler(args))
+        try:
+            if method == "GET":
+                return self._read(action, query)
+            if method != "POST":
+                return _error(405, "control API accepts GET and POST")
+            args = json.loads(body or b"{}")
+            if not isinstance(args, dict):
+                raise ControlError("body must be a JSON object")
+            if action in ("refuse_connections", "reset"):
+                return _json(await getattr(self, f"_{action}")(args))
+            handler = {
+                "mint": self._mint,
+                "register": self._register,
+                "fail": self._fail,
+                "drop": self._drop,
+                "latency": self._latency,
+                "hang": self._hang,
+                "rate_limit": self._rate_limit,
+                "fail_origin": self._fail_origin,
+            }.get(action)
+            if handler is None:
+                return _error(404, f"no control action POST {action}")
+            return _json(handler(args))
+        except (ControlError, ValueError, KeyError, TypeError) as exc:
+            return _error(400, f"control API: {exc!r}")
 
-    def _subscription_json(self, subscriber: Subscriber) -> dict:
+    def _read(self, action: str, query: dict[str, list[str]]) -> Response:
+        if action == "health":
+            origins = [{"url": o.url, **o.misbehaviour()} for o in self.origins]
+            return _json({"ok": True, "origin": self.origins[0].url, "origins": origins})
+        token = query.get("token", [None])[0]
+        origin = query.get("origin", [None])[0]
+        origins = self.origins if origin is None else [self._origin(origin)]
+        self.settle()
+        if action == "messages":
+            messages = self._merged(o.recorder.messages for o in origins)
+            return _json({"messages": [m.to_json() for m in messages if token in (None, m.token)]})
+        if action == "rejections":
+            rejections = self._merged(o.recorder.rejections for o in origins)
+            return _json({"rejections": [r.to_json() for r in rejections if token in (None, r.token)]})
+        if action == "stats":
+            if origin is not None:
+                return _json(stats_json(origins[0].recorder.stats()))
+            parts = {o.url: o.recorder.stats() for o in self.origins}
+            by_origin = {url: stats_json(part) for url, part in parts.items()}
+            return _json({**stats_json(merge_stats(list(parts.values()))), "by_origin": by_origin})
+        return _error(404, f"no control action GET {action}")
+
+    @staticmethod
+    def _merged(records: Iterable[list]) -> Iterable:
+        """Several origins' records back in the order they arrived in."""
+        return heapq.merge(*records, key=_BY_SEQ)
+
+    def _origin(self, value: object) -> Origin:
+        """An origin named by its index (int or digits), its URL or its authority."""
+        if isinstance(value, str):
+            if value.isdigit():
+                value = int(value)
+            else:
+                for origin in self.origins:
+                    if value in (origin.url, origin.authority):
+                        return origin
+                raise ControlError(f"no origin {value!r}: there are {[o.url for o in self.origins]}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(self.origins):
+            raise ControlError(f"origin must be an index within 0..{len(self.origins) - 1} or a URL, not {value!r}")
+        return self.origins[value]
+
+    @staticmethod
+    def _flag(args: dict, name: str) -> bool:
+        value = args.get(name, True)
+        if not isinstance(value, bool):
+            raise ControlError(f"{name} must be true or false")
+        return value
+
+    @staticmethod
+    def _subscription_json(origin: Origin, subscriber: Subscriber) -> dict:
         return {
-            "endpoint": f"{self.origin}/push/{subscriber.token}",
+            "endpoint": f"{origin.url}/push/{subscriber.token}",
             "expirationTime": None,
             "keys": {"p256dh": b64url_encode(subscriber.keys.p256dh), "auth": b64url_encode(subscriber.keys.auth)},
         }
 
     def _mint(self, args: dict) -> dict:
+        origin = self._origin(args.get("origin", 0))
         n = int(args["n"])
         if not 0 <= n <= MAX_MINT:
             raise ControlError(f"n must be within 0..{MAX_MINT}")
@@ -289,12 +402,13 @@ class PushHandler:
         minted = []
         for _ in range(n):
             subscriber = Subscriber(secrets.token_urlsafe(TOKEN_BYTES), SubscriberKeys.generate(), server_key)
-            self.subscribers[subscriber.token] = subscriber
-            minted.append(self._subscription_json(subscriber))
+            origin.subscribers[subscriber.token] = subscriber
+            minted.append(self._subscription_json(origin, subscriber))
         gc.freeze()  # subscribers live until reset: keep them out of every later collection
         return {"subscriptions": minted}
 
     def _register(self, args: dict) -> dict:
+        origin = self._origin(args.get("origin", 0))
         token = str(args["token"])
         if not _TOKEN.fullmatch(token):
             raise ControlError("token must be 1-512 base64url characters")
@@ -305,8 +419,8 @@ class PushHandler:
         server_key = check_point(b64url_decode(args["application_server_key"]), "application_server_key")
         keys = SubscriberKeys(key, public_bytes(key), auth)
         subscriber = Subscriber(token, keys, server_key)
-        self.subscribers[token] = subscriber
-        return {"subscription": self._subscription_json(subscriber)}
+        origin.subscribers[token] = subscriber
+        return {"subscription": self._subscription_json(origin, subscriber)}
 
     def _fault_for(self, token: str) -> Fault:
         if not _TOKEN.fullmatch(token):
@@ -341,16 +455,56 @@ class PushHandler:
 
     def _latency(self, args: dict) -> dict:
         ms = float(args["ms"])
-        if ms < 0:
+        if not ms >= 0:
             raise ControlError("latency must be >= 0 ms")
-        self.latency_s = ms / 1000
+        origin = args.get("origin")
+        for target in self.origins if origin is None else [self._origin(origin)]:
+            target.latency_s = ms / 1000
         return {}
 
-    def _reset(self, args: dict) -> dict:
-        self.recorder = Recorder()
+    def _hang(self, args: dict) -> dict:
+        self._origin(args["origin"]).hanging = self._flag(args, "on")
+        return {}
+
+    def _rate_limit(self, args: dict) -> dict:
+        origin = self._origin(args["origin"])
+        per_second = args.get("per_second")
+        if per_second is None:
+            origin.throttle = None
+            return {}
+        retry_after = args.get("retry_after", "1")
+        origin.throttle = Throttle(
+            per_second, args.get("burst"), None if retry_after is None else str(retry_after), args.get("status", 429)
+        )
+        return {}
+
+    def _fail_origin(self, args: dict) -> dict:
+        self._origin(args["origin"]).failure = check_failure(args.get("status"))
+        return {}
+
+    async def _refuse_connections(self, args: dict) -> dict:
+        origin = self._origin(args["origin"])
+        await self._set_listening(origin, not self._flag(args, "on"))
+        return {}
+
+    async def _set_listening(self, origin: Origin, on: bool) -> None:
+        if origin.refused != on:
+            return  # already as asked
+        if self.listeners is None:
+            raise ControlError("no server attached: cannot open or close ports")
+        try:
+            await self.listeners.set_listening(origin, on)
+        except OSError as exc:
+            raise ControlError(f"cannot listen on {origin.url} again: {exc}") from None
+        origin.refused = not on
+
+    async def _reset(self, args: dict) -> dict:
         self.faults.clear()
         self._seen = 0
-        self._pending = False
-        if args.get("subscribers"):
-            self.subscribers.clear()
+        for origin in self.origins:
+            await self._set_listening(origin, True)
+            origin.calm()
+            origin.forget()
+            if args.get("subscribers"):
+                origin.subscribers.clear()
         return {}

@@ -1,9 +1,11 @@
 """The simulator process: HTTPS/1.1 on asyncio + uvloop with an httptools parser.
 
-Run as `python -m benchmarks.pushsim.server --state-dir DIR [--port 0] [--latency-ms 0]
-[--verify all|sample:N|deferred] [--cpu N]`. It writes `DIR/ca.pem` (a throwaway trustme
-CA) and then, atomically, `DIR/ready.json` with the bound port. It exits on SIGTERM/SIGINT
-or when its stdin reaches EOF, so a parent that dies leaves no orphan behind.
+Run as `python -m benchmarks.pushsim.server --state-dir DIR [--origins 1] [--port 0]
+[--latency-ms 0] [--verify all|sample:N|deferred] [--cpu N]`. It writes `DIR/ca.pem` (a
+throwaway trustme CA) and then, atomically, `DIR/ready.json` with the bound ports: one
+per push-service origin, plus a control port that no origin's misbehaviour ever closes.
+It exits on SIGTERM/SIGINT or when its stdin reaches EOF, so a parent that dies leaves no
+orphan behind.
 
 A bare `asyncio.Protocol` is used instead of aiohttp.web because the simulator shares a
 core with nothing and must stay far ahead of the sender under benchmark (see README).
@@ -24,34 +26,44 @@ import ssl
 import struct
 import sys
 from collections import deque
+from collections.abc import Coroutine
 from pathlib import Path
 
 import httptools
 import trustme
 import uvloop
 
-from benchmarks.pushsim.handler import DROP, MAX_REQUEST_BODY, PushHandler, Request, Response
+from benchmarks.pushsim.handler import DROP, HANG, MAX_ORIGINS, MAX_REQUEST_BODY, PushHandler, Request, Response
+from benchmarks.pushsim.origins import Origin
 
 logger = logging.getLogger(__name__)
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BACKLOG = 1024
+_CONTROL = -1  # the control port's key among the origins' indices
+_BUG = Response(500, b'{"code": 500, "reason": "simulator bug, see its log"}')
 
 
 class HttpConnection(asyncio.Protocol):
     """One client connection: parses HTTP/1.1 requests and answers them strictly in order.
 
-    With no latency and nothing queued a request is answered inline (no task per request,
-    which is what keeps it fast). Otherwise requests go through one worker task per
-    connection, so pipelined requests still get their answers in request order.
+    With no latency and nothing queued a push is answered inline (no task per request,
+    which is what keeps it fast). Otherwise requests, and every control call, go through
+    one worker task per connection, so pipelined requests still get their answers in
+    request order. Once a request hangs, nothing after it on the connection is answered
+    either, as with a real HTTP/1.1 server stuck on a request.
     """
 
-    def __init__(self, handler: PushHandler) -> None:
+    def __init__(self, handler: PushHandler, origin: Origin | None, connections: set[HttpConnection]) -> None:
         self._handler = handler
+        self._origin = origin  # None on the control port
+        self._connections = connections  # this port's open connections, closed on refusal
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._queue: deque[tuple[Request, bool]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
+        self._hung = False
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -65,9 +77,11 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's SSL transport is not an asyncio.Transport subclass, only duck-typed as one.
         self._transport = transport  # type: ignore[assignment]
+        self._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._connections.discard(self)
         if self._worker is not None:
             self._worker.cancel()
 
@@ -124,7 +138,17 @@ class HttpConnection(asyncio.Protocol):
             b"".join(self._body),
         )
         keep_alive = self._parser.should_keep_alive()
-        if self._worker is None and not self._queue and self._handler.latency_s == 0:
+        origin = self._origin
+        if self._hung:
+            if origin is not None:
+                self._handler.hung(origin, request)
+        elif (
+            self._worker is None
+            and not self._queue
+            and origin is not None
+            and origin.latency_s == 0
+            and not request.target.startswith("/_sim/")
+        ):
             self._answer(self._handle(request), keep_alive)
         else:
             self._queue.append((request, keep_alive))
@@ -134,29 +158,44 @@ class HttpConnection(asyncio.Protocol):
     # -- answering -----------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        """Answer queued requests in order, each after the latency current at that moment."""
+        """Answer queued requests in order, each push after its origin's latency at that moment."""
+        origin = self._origin
         try:
-            while self._queue and not self._closing:
+            while self._queue and not self._closing and not self._hung:
                 request, keep_alive = self._queue.popleft()
-                if request.target.startswith("/push/") and self._handler.latency_s > 0:
-                    await asyncio.sleep(self._handler.latency_s)
-                self._answer(self._handle(request), keep_alive)
+                if origin is not None and origin.latency_s > 0 and request.target.startswith("/push/"):
+                    await asyncio.sleep(origin.latency_s)
+                response = self._handle(request)
+                if asyncio.iscoroutine(response):
+                    response = await self._control(response)
+                self._answer(response, keep_alive)
         finally:
             self._worker = None
 
-    def _handle(self, request: Request) -> Response | object:
+    def _handle(self, request: Request) -> object:
         # The HTTP edge: a bug in the handler becomes a 500 the test sees, not a hung client.
         try:
-            return self._handler.handle(request)
+            return self._handler.handle(request, self._origin)
         except Exception:
             logger.exception("simulator bug while handling %s %s", request.method, request.target[:40])
-            return Response(500, b'{"code": 500, "reason": "simulator bug, see its log"}')
+            return _BUG
 
-    def _answer(self, response: Response | object, keep_alive: bool) -> None:
+    @staticmethod
+    async def _control(call: Coroutine[None, None, Response]) -> Response:
+        try:
+            return await call
+        except Exception:
+            logger.exception("simulator bug in a control call")
+            return _BUG
+
+    def _answer(self, response: object, keep_alive: bool) -> None:
         if self._closing or self._transport is None:
             return
         if response is DROP:
-            self._reset_connection()
+            self.reset_connection()
+            return
+        if response is HANG:
+            self._hang()
             return
         assert isinstance(response, Response)
         self._transport.write(response.encode(keep_alive))
@@ -176,11 +215,19 @@ class HttpConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _reset_connection(self) -> None:
+    def _hang(self) -> None:
+        """Never answer again: requests still queued, or still to come, are recorded as hung."""
+        self._hung = True
+        assert self._origin is not None
+        while self._queue:
+            self._handler.hung(self._origin, self._queue.popleft()[0])
+
+    def reset_connection(self) -> None:
         """Close with a TCP RST and no TLS close_notify, like a push service that died."""
+        if self._closing or self._transport is None:
+            return
         self._closing = True
         self._queue.clear()
-        assert self._transport is not None
         sock = self._transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -199,28 +246,112 @@ def make_tls(ca_file: Path) -> ssl.SSLContext:
     return context
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A bound TCP socket that is not listening yet: connects to it are refused."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Ports:
+    """The listening sockets: one per origin plus the control port, one TLS context for all.
+
+    A refused origin's port is closed (with every connection on it), then bound again
+    without listening, so connects get ECONNREFUSED yet no other process can take the port
+    before the origin listens again.
+    """
+
+    def __init__(self, handler: PushHandler, host: str, context: ssl.SSLContext) -> None:
+        self._handler = handler
+        self._host = host
+        self._context = context
+        self._servers: dict[int, asyncio.Server] = {}
+        self._held: dict[int, socket.socket] = {}  # refused origins' ports, bound, not listening
+        self._connections: dict[int, set[HttpConnection]] = {}
+        self.ports: dict[int, int] = {}
+
+    async def open(self, first_port: int) -> None:
+        """Listen on the control port and every origin's (`first_port` + index, or free ports)."""
+        self.control_port = await self._serve(_CONTROL, None, 0)
+        for origin in self._handler.origins:
+            port = await self._serve(origin.index, origin, first_port + origin.index if first_port else 0)
+            origin.bind(f"https://{self._host}:{port}")
+
+    async def _serve(self, key: int, origin: Origin | None, port: int, sock: socket.socket | None = None) -> int:
+        sock = sock or _bind(self._host, port)
+        try:
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
+            connections = self._connections.setdefault(key, set())
+            self._servers[key] = await asyncio.get_running_loop().create_server(
+                lambda: HttpConnection(self._handler, origin, connections), sock=sock, ssl=self._context
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self.ports[key] = sock.getsockname()[1]
+        return self.ports[key]
+
+    async def set_listening(self, origin: Origin, on: bool) -> None:
+        """Listen again on the origin's own port, or stop listening and close its connections."""
+        index = origin.index
+        if on:
+            await self._serve(index, origin, self.ports[index], self._held.pop(index, None))
+            return
+        # close() shuts the listening socket at once (not waiting for connections, which
+        # are reset here), so the port can be bound again straight away.
+        self._servers.pop(index).close()
+        for connection in list(self._connections[index]):
+            connection.reset_connection()
+        try:
+            self._held[index] = _bind(self._host, self.ports[index])
+        except OSError as exc:  # still refused; listening again binds afresh
+            logger.warning("cannot hold port %d while it refuses connections: %s", self.ports[index], exc)
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        for sock in self._held.values():
+            sock.close()
+
+
 async def serve(handler: PushHandler, host: str, port: int, state_dir: Path) -> None:
     """Listen, announce readiness, and run until told to stop."""
     loop = asyncio.get_running_loop()
-    context = make_tls(state_dir / "ca.pem")
-    server = await loop.create_server(
-        lambda: HttpConnection(handler), host, port, ssl=context, backlog=1024, reuse_address=True
-    )
-    bound_port = server.sockets[0].getsockname()[1]
-    handler.origin = f"https://{host}:{bound_port}"
+    ports = Ports(handler, host, make_tls(state_dir / "ca.pem"))
+    handler.listeners = ports
+    try:
+        await ports.open(port)
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        _watch_stdin(loop, stop)
 
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    _watch_stdin(loop, stop)
-
-    ready = state_dir / "ready.json"
-    tmp = ready.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"port": bound_port, "pid": os.getpid(), "origin": handler.origin}))
-    tmp.replace(ready)  # atomic: the parent never reads half a file
-    logger.info("push simulator listening on %s", handler.origin)
-    async with server:
+        origins = [origin.url for origin in handler.origins]
+        ready = state_dir / "ready.json"
+        tmp = ready.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "port": ports.ports[0],
+                    "origin": origins[0],
+                    "ports": [ports.ports[index] for index in range(len(origins))],
+                    "origins": origins,
+                    "control_port": ports.control_port,
+                    "pid": os.getpid(),
+                }
+            )
+        )
+        tmp.replace(ready)  # atomic: the parent never reads half a file
+        logger.info("push simulator listening on %s (control port %d)", ", ".join(origins), ports.control_port)
         await stop.wait()
+    finally:
+        ports.close()
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -248,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state-dir", type=Path, required=True, help="where ca.pem and ready.json are written")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--origins", type=int, default=1, help=f"push-service origins (ports), 1..{MAX_ORIGINS}")
+    parser.add_argument("--port", type=int, default=0, help="first origin's port, the others follow; 0: free ports")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--verify", default="all", help="all | sample:N | deferred")
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
@@ -259,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     # Records pile up by the tens of thousands and are never freed until reset; with the
     # default thresholds the collector rescans them all the time (21% of CPU, measured).
     gc.set_threshold(100_000, 50, 1000)
-    handler = PushHandler(verify=args.verify, latency_ms=args.latency_ms)
+    handler = PushHandler(verify=args.verify, latency_ms=args.latency_ms, origins=args.origins)
     uvloop.run(serve(handler, args.host, args.port, args.state_dir))
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from benchmarks.pushsim.crypto import SubscriberKeys, b64url_encode
 
@@ -51,6 +53,8 @@ class Fault:
 class Message:
     """One accepted push: the plaintext (once decrypted) and what came with it."""
 
+    seq: int  # simulator-wide arrival order, so records of several origins merge exactly
+    origin: str
     token: str
     received_at: float
     ttl: int
@@ -67,6 +71,7 @@ class Message:
 
     def to_json(self) -> dict:
         return {
+            "origin": self.origin,
             "token": self.token,
             "received_at": self.received_at,
             "ttl": self.ttl,
@@ -83,50 +88,88 @@ class Message:
 
 @dataclass(slots=True)
 class Rejection:
-    """A request not delivered: failed a check, hit a scripted fault, or was dropped."""
+    """A request not delivered: failed a check, hit a fault or a limit, was dropped or left hanging."""
 
+    seq: int
+    origin: str
     token: str
     status: int | None
     reason: str
     received_at: float = field(default_factory=time.time)
 
     def to_json(self) -> dict:
-        return {"token": self.token, "status": self.status, "reason": self.reason, "received_at": self.received_at}
+        return {
+            "origin": self.origin,
+            "token": self.token,
+            "status": self.status,
+            "reason": self.reason,
+            "received_at": self.received_at,
+        }
+
+
+class Outcome(StrEnum):
+    """Why a request was not delivered; each has its own counter in the stats."""
+
+    REJECTED = "rejected"  # failed a check a strict push service makes
+    FAULTED = "faulted"  # a scripted per-token fault or a failing origin answered it
+    DROPPED = "dropped"  # connection reset, no answer
+    THROTTLED = "throttled"  # over the origin's rate limit
+    HUNG = "hung"  # read and never answered (the origin hangs)
 
 
 @dataclass
 class Recorder:
-    """Everything observed since the last reset, in arrival order."""
+    """Everything one origin observed since the last reset, in arrival order.
 
+    `seq` is shared by every origin's recorder (one counter per simulator), so the records
+    of several origins merge back into the order they arrived in.
+    """
+
+    origin: str
+    seq: Iterator[int]
     messages: list[Message] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     by_status: Counter[int] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
     requests: int = 0
-    faulted: int = 0
-    dropped: int = 0
     decrypted: int = 0
     decrypt_errors: int = 0
+    # Messages whose decryption was deferred and has not run yet (verify="deferred").
+    pending: bool = False
 
-    def reject(self, token: str, status: int | None, reason: str, *, fault: bool = False) -> None:
-        self.rejections.append(Rejection(token, status, reason))
+    def reject(self, token: str, status: int | None, reason: str, outcome: Outcome = Outcome.REJECTED) -> None:
+        self.rejections.append(Rejection(next(self.seq), self.origin, token, status, reason))
         self.reasons[reason] += 1
-        if status is None:
-            self.dropped += 1
-        else:
+        if status is not None:
             self.by_status[status] += 1
-        if fault:
-            self.faulted += 1
+        self.outcomes[outcome] += 1
 
     def stats(self) -> dict:
         return {
             "requests": self.requests,
-            "by_status": {str(status): n for status, n in sorted(self.by_status.items())},
+            "by_status": Counter(self.by_status),
             "delivered": len(self.messages),
-            "rejected": len(self.rejections) - self.faulted - self.dropped,
-            "faulted": self.faulted,
-            "dropped": self.dropped,
+            **{outcome.value: self.outcomes[outcome] for outcome in Outcome},
             "decrypted": self.decrypted,
             "decrypt_errors": self.decrypt_errors,
-            "reasons": dict(self.reasons.most_common()),
+            "reasons": Counter(self.reasons),
         }
+
+
+def merge_stats(parts: list[dict]) -> dict:
+    """Sum several `Recorder.stats()` (counters included) into one."""
+    total: dict = {}
+    for part in parts:
+        for name, value in part.items():
+            total[name] = total[name] + value if name in total else value
+    return total
+
+
+def stats_json(stats: dict) -> dict:
+    """`Recorder.stats()` as the control API answers it: statuses as strings, sorted."""
+    return {
+        **stats,
+        "by_status": {str(status): n for status, n in sorted(stats["by_status"].items())},
+        "reasons": dict(stats["reasons"].most_common()),
+    }
