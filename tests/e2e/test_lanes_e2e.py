@@ -9,11 +9,13 @@ from collections import Counter
 import pytest
 import requests
 
+from benchmarks.pushsim import PushSimulator
 from service.subscriptions import Subscription
 from service.vapid import b64url_decode
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import process_env, running_stack, wait_for
 from tests.e2e.test_fanout_e2e import publish
 from tests.service.test_webhooks import STORY, signed
+from workers.message import topic_header
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +56,141 @@ def test_a_cancel_stops_every_batch_within_a_second(stack, stack_env, sim, vapid
     received = [m.received_at for m in sim.messages()]
     after = [t - cancelled_at for t in received if t > cancelled_at]
     late = [t for t in after if t > 1.0]
-    print(f"\ncancel: {len(received)} of {n} sent, {len(after)} after the cancel, the last {max(after, default=0):.3f}s")
+    print(
+        f"\ncancel: {len(received)} of {n} sent, {len(after)} after the cancel, the last {max(after, default=0):.3f}s"
+    )
     assert not late, f"{len(late)} pushes went out more than 1 s after the cancel"
     # what was on the wire (2 workers × 100), plus what started while the cancel was noticed
     assert len(after) <= 2 * 100 + 60
     assert len(received) < n * 3 // 4
     assert Counter(m.token for m in sim.messages()).most_common(1)[0][1] == 1
+
+
+# -- two push-service origins: one healthy, one misbehaving ------------------------------
+
+
+@pytest.fixture
+def sim2(monkeypatch):
+    """A simulator with two origins: 0 healthy, 1 the one that misbehaves."""
+    with PushSimulator(origins=2, verify="sample:4") as simulator:
+        monkeypatch.setenv("SSL_CERT_FILE", simulator.ca_file)
+        yield simulator
+
+
+@pytest.fixture
+def stack2(fanout_settings, sim2, vapid_key, tmp_path):
+    """web + one worker trusting and accepting both origins."""
+    env = process_env(
+        fanout_settings,
+        ",".join(sim2.authorities),
+        sim2.ca_file,
+        STORYPUSH_BATCH_SIZE="500",
+        STORYPUSH_MAX_IN_FLIGHT="200",  # the old fixed window: now only a ceiling over every lane
+    )
+    with running_stack(env, tmp_path) as stack:
+        stack.start_web()
+        yield stack
+
+
+def store_mixed(store, sim, vapid_key, healthy: int, bad: int) -> tuple[list[dict], list[dict]]:
+    """Subscribers of both origins stored interleaved in id order, so every batch holds both:
+    the healthy ones follow "animals" and "sport", the bad origin's "animals" only."""
+    good, poor = sim.mint(healthy, vapid_key.public_bytes), sim.mint(bad, vapid_key.public_bytes, origin=1)
+    step = healthy // bad
+    for i, subscription in enumerate(poor):
+        store_all(store, good[i * step : (i + 1) * step], ("animals", "sport"))
+        store_all(store, [subscription], ("animals",))
+    store_all(store, good[len(poor) * step :], ("animals", "sport"))
+    return good, poor
+
+
+def finished_after(store, sim, campaign: str, origin: int) -> float:
+    """Seconds from the campaign's start to the last of its pushes the origin received
+    (told apart by their Topic header, one per story: most are not decrypted here)."""
+    state = store.campaigns.get(campaign)
+    topic = topic_header(state["story"]["id"])
+    times = [m.received_at for m in sim.messages(origin=origin) if m.topic == topic]
+    return max(times) - state["started_at"]
+
+
+def delivered_once(sim, subscriptions: list[dict], origin: int, story_id: str = STORY["id"]) -> None:
+    """Every one of `subscriptions` got the story exactly once."""
+    topic = topic_header(story_id)
+    received = Counter(m.token for m in sim.messages(origin=origin) if m.topic == topic)
+    tokens = [s["endpoint"].rsplit("/", 1)[1] for s in subscriptions]
+    assert [t for t in tokens if received[t] != 1] == [], "not exactly once"
+
+
+def healthy_alone(stack, store, sim, webhook_secret, story_id: str) -> float:
+    """The same healthy subscribers, with no bad origin beside them (topic "sport")."""
+    campaign = publish(stack.base, webhook_secret, {**STORY, "id": story_id, "topics": ["sport"]})
+    wait_for(lambda: store.campaigns.get(campaign)["state"] == "done", 60, "the healthy-only campaign")
+    return finished_after(store, sim, campaign, 0)
+
+
+def test_a_hanging_origin_slows_only_its_own_subscribers_and_loses_none(stack2, sim2, vapid_key, webhook_secret, store):
+    """One origin never answers; its subscribers sit in every batch beside 5× as many on a
+    healthy one. The healthy ones finish about as fast as alone; the hung ones go to a
+    delayed retry once the circuit opens, and all arrive, once, when the origin recovers."""
+    good, poor = store_mixed(store, sim2, vapid_key, 2500, 500)
+    sim2.hang(1)
+    stack2.start_worker()
+    campaign = publish(stack2.base, webhook_secret, STORY)
+    wait_for(lambda: sim2.stats(origin=0)["delivered"] >= len(good), 60, "every healthy push")
+    beside = finished_after(store, sim2, campaign, 0)
+    alone = healthy_alone(stack2, store, sim2, webhook_secret, "alone-hang")
+    print(f"\nhealthy origin: {alone:.2f}s alone, {beside:.2f}s beside a hanging one")
+    assert beside <= max(3 * alone, alone + 3)
+    # the hung origin's pushes wait for a probe, not in the batch: the campaign is still sending
+    wait_for(lambda: store.campaigns.get(campaign)["retrying"] > 0, 30, "the hung pushes to be deferred")
+    lanes = {row["origin"]: row for row in store.metrics.lanes()}
+    assert lanes[sim2.authorities[1]]["states"].get("circuit_open") == 1
+    sim2.hang(1, on=False)
+    wait_for(lambda: store.campaigns.get(campaign)["state"] == "done", 120, "the recovered origin's pushes", 1)
+    delivered_once(sim2, poor, 1)
+    state = store.campaigns.get(campaign)
+    assert (state["sent"], state["failed"], state["retrying"]) == (3000, 0, 0)
+    assert store.subscriptions.count() == 3000  # timeouts never delete anyone
+
+
+def test_a_throttling_origin_gets_everyone_once_with_few_429s(stack2, sim2, vapid_key, webhook_secret, store):
+    """One origin takes 40 pushes a second and answers 429 + Retry-After: 1 beyond. Its lane
+    paces itself: every subscriber gets the story once, far fewer 429s than pushes, no
+    attempt lost to throttling, and the healthy origin is not held back."""
+    good, poor = store_mixed(store, sim2, vapid_key, 2500, 400)
+    sim2.rate_limit(1, 40, retry_after="1")
+    stack2.start_worker()
+    campaign = publish(stack2.base, webhook_secret, STORY)
+    wait_for(lambda: sim2.stats(origin=0)["delivered"] >= len(good), 60, "every healthy push")
+    beside = finished_after(store, sim2, campaign, 0)
+    wait_for(lambda: store.campaigns.get(campaign)["state"] == "done", 120, "the throttled origin's pushes", 1)
+    throttled = sim2.stats(origin=1)["throttled"]
+    alone = healthy_alone(stack2, store, sim2, webhook_secret, "alone-throttle")
+    print(f"\nhealthy origin: {alone:.2f}s alone, {beside:.2f}s beside; throttled origin: {throttled} × 429 for 400")
+    assert beside <= max(3 * alone, alone + 3)
+    delivered_once(sim2, poor, 1)
+    delivered_once(sim2, good, 0)
+    assert throttled < 0.5 * len(poor)
+    state = store.campaigns.get(campaign)
+    assert (state["sent"], state["failed"], state["retrying"]) == (2900, 0, 0)
+    assert state["errors"] == {}
+
+
+def test_a_refusing_origin_opens_its_circuit_and_one_probe_reopens_it(stack2, sim2, vapid_key, webhook_secret, store):
+    """An origin whose port refuses connections: after a few failures its lane's circuit
+    opens and its pushes go to a delayed retry with no more connects; once it listens again
+    a probe closes the circuit and everyone gets the story once."""
+    good, poor = store_mixed(store, sim2, vapid_key, 500, 100)
+    sim2.refuse_connections(1)
+    stack2.start_worker()
+    campaign = publish(stack2.base, webhook_secret, STORY)
+    wait_for(lambda: sim2.stats(origin=0)["delivered"] >= len(good), 60, "every healthy push")
+    wait_for(lambda: store.campaigns.get(campaign)["retrying"] == len(poor), 30, "the refused pushes to wait")
+    wait_for(lambda: store.metrics.lane_events().get(("circuit_opened", sim2.authorities[1])), 5, "the report")
+    events = store.metrics.lane_events()
+    assert events[("circuit_opened", sim2.authorities[1])] == 1
+    assert events[("unreachable", sim2.authorities[1])] <= 20  # a few connects, not one per push
+    sim2.refuse_connections(1, on=False)
+    wait_for(lambda: store.campaigns.get(campaign)["state"] == "done", 120, "the probe and the rest", 1)
+    delivered_once(sim2, poor, 1)
+    assert store.campaigns.get(campaign)["sent"] == 600 and store.subscriptions.count() == 600
