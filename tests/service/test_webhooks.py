@@ -13,7 +13,7 @@ from rq.registry import ScheduledJobRegistry
 from standardwebhooks.webhooks import Webhook
 
 from benchmarks.common import WALRUS_STORY
-from workers.queueing import campaign_job_id
+from service.queueing import campaign_job_id
 
 STORY = WALRUS_STORY
 
