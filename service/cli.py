@@ -23,6 +23,7 @@ import click
 from .errors import SettingsError
 from .settings import DEV_VAPID_SUBJECT, Settings, load_settings
 from .store.campaign_store import COUNTERS, FINAL_STATES
+from .vocabulary import DEFAULT_TTL, DEFAULT_URGENCY, Urgency
 
 # `run_workers(settings, processes=..., burst=...)`: the Procfile's worker process.
 WORKER_ENTRY_POINT = "workers.runner:run_workers"
@@ -131,8 +132,10 @@ def vapid_show() -> None:
 @click.option("--image", default=None, help="Large image URL.")
 @click.option("--icon", default=None, help="Icon URL.")
 @click.option("--topic", "topics", multiple=True, required=True, help="A topic id; repeat for several.")
-@click.option("--ttl", default=4 * 3600, show_default=True, type=int, help="Seconds a push service keeps it.")
-@click.option("--urgency", default="normal", type=click.Choice(["very-low", "low", "normal", "high"]))
+@click.option("--ttl", default=DEFAULT_TTL, show_default=True, type=int, help="Seconds a push service keeps it.")
+@click.option(
+    "--urgency", default=DEFAULT_URGENCY.value, show_default=True, type=click.Choice([u.value for u in Urgency])
+)
 @click.option("--send-at", default=None, type=float, help="Unix time to send at (default: now).")
 def publish(**options: object) -> None:
     """The same as a story.published webhook, for trying it by hand."""
