@@ -16,7 +16,7 @@ from service import STATIC_DIR, create_app
 from service.settings import Settings
 from service.store import Store
 from service.vapid import VapidKey
-from tests.browser.support import FAKE_SUBSCRIBE_JS, LiveServer, prompt_state, serving, wait_until
+from tests.helpers.browser import FAKE_SUBSCRIBE_JS, LiveServer, prompt_state, serving, wait_until
 
 pytestmark = pytest.mark.browser
 

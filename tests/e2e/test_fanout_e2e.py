@@ -14,24 +14,12 @@ from collections import Counter
 import pytest
 import requests
 
-from tests.e2e.conftest import wait_for
-from tests.service.test_webhooks import STORY, signed
+from tests.helpers.cms import STORY
+from tests.helpers.cms import publish_over_http as publish
+from tests.helpers.fanout import subscribe_all
+from tests.helpers.processes import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def subscribe_all(base: str, subscriptions: list[dict], topics: list[str]) -> None:
-    with requests.Session() as http:
-        for subscription in subscriptions:
-            response = http.post(f"{base}/api/v1/subscriptions", json={"subscription": subscription, "topics": topics})
-            assert response.status_code == 201, response.text
-
-
-def publish(base: str, secret: str, story: dict) -> str:
-    body, headers = signed(secret, {"type": "story.published", "data": story})
-    response = requests.post(f"{base}/webhooks/cms", data=body, headers=headers, timeout=10)
-    assert response.status_code == 202, response.text
-    return response.json()["campaign"]
 
 
 def campaign_state(store, campaign: str) -> dict:
