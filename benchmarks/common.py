@@ -15,7 +15,7 @@ from service.embedded_redis import ensure_embedded_redis
 
 _TOKEN_CHARS = string.ascii_letters + string.digits + "-_"
 
-# The CONTRACT.md example story, as the CMS sends it: what the benchmarks publish
+# The README's example story, as the CMS sends it: what the benchmarks publish
 # and the tests' usual story.
 WALRUS_STORY = {
     "id": "walrus-our-planet",

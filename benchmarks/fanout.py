@@ -275,6 +275,8 @@ class Deployment:
         when it is `done` (the process is not reaped before that, so /proc stays readable
         even if it has exited), which leaves out interpreter and RQ start-up.
         """
+        from service.store.campaign_store import FINAL_STATES, CampaignState
+
         log_path = self.workdir / f"worker-{campaign_id}.log"
         argv = pinned(SENDER_CPU, [sys.executable, "-m", "service.cli", "worker", "--burst"])
         with open(log_path, "wb") as log:
@@ -289,9 +291,9 @@ class Deployment:
             while True:
                 state = campaigns.state(campaign_id)
                 status, cpu = proc_stat(worker.pid)
-                if cpu_start is None and state is not None and state.value != "queued":
+                if cpu_start is None and state is not None and state is not CampaignState.QUEUED:
                     cpu_start = cpu
-                if state is not None and state.value in ("done", "failed", "cancelled"):
+                if state in FINAL_STATES:
                     cpu_end = cpu
                     break
                 if status in ("Z", "X") or time.monotonic() > deadline:

@@ -8,11 +8,14 @@ from flask import Flask, jsonify
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .logs import configure_logging
 from .settings import Settings, load_settings
 from .state import AppState
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# `sw.js` and `prompt.js`. Installed from a wheel or sdist they are package data beside this
+# file (pyproject.toml maps the repository's static/ to `service/static`); in a checkout (an
+# editable install) they stay where the repository keeps them, at its top level.
+STATIC_DIR = _PACKAGE_DIR / "static" if (_PACKAGE_DIR / "static").is_dir() else _PACKAGE_DIR.parent / "static"
 
 # Browser bodies are a subscription and a few topics; anything bigger is not ours.
 MAX_BODY_BYTES = 8 * 1024
@@ -25,8 +28,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["storypush"] = AppState(settings)
-    if not app.config.get("TESTING"):
-        configure_logging("web")
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     CORS(

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, g, jsonify, redirect, render_template, re
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
-from . import metrics
+from . import queueing
 from .errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
 from .http import bearer_token, client_id, same_secret
 from .state import current_state
@@ -179,15 +179,15 @@ def overview() -> Response:
     """Subscribers, queues, workers, send rate, push-service lanes and prompt funnel in one poll."""
     state = current_state()
     store, connection = state.store, state.queue_connection
-    names = metrics.queue_names(connection, state.settings.queue_name)
+    names = queueing.queue_names(connection, state.settings.queue_name)
     funnel = store.prompt_funnel()
     return jsonify(
         {
             "subscribers": {"total": store.subscriptions.count(), "by_topic": store.subscriptions.count_by_topic()},
-            "queues": [{"name": name, **metrics.queue_counts(connection, name)} for name in names],
-            "workers": metrics.worker_rows(connection),
+            "queues": [{"name": name, **queueing.queue_counts(connection, name)} for name in names],
+            "workers": queueing.worker_rows(connection),
             "send_rate": round(store.metrics.send_rate(), 3),
-            "push_services": metrics.lane_rows(store),
+            "push_services": store.metrics.lane_rows(),
             "prompt_funnel": {**funnel, "subscribed": store.metrics.subscriptions_created()},
         }
     )
@@ -210,7 +210,7 @@ def campaigns() -> Response:
 
 @bp.get("/api/campaigns/<campaign_id>")
 def campaign(campaign_id: str) -> Response:
-    """One campaign as CONTRACT.md shows it."""
+    """One campaign: counters, timeline and errors by reason (README, Operator API)."""
     found = current_state().store.campaigns.get(campaign_id)
     if found is None:
         raise NotFound(f"no campaign {campaign_id}", field="id")
@@ -242,26 +242,26 @@ def send_rate() -> Response:
 def _queues() -> tuple[Any, list[str]]:
     """The queue Redis and the names of the queues to look in for failed jobs."""
     state = current_state()
-    return state.queue_connection, metrics.queue_names(state.queue_connection, state.settings.queue_name)
+    return state.queue_connection, queueing.queue_names(state.queue_connection, state.settings.queue_name)
 
 
 @bp.get("/api/failed-jobs")
 def failed_jobs() -> Response:
     """Failed RQ jobs, newest first, with the error each ended on."""
-    return jsonify({"jobs": metrics.failed_jobs(*_queues())})
+    return jsonify({"jobs": queueing.failed_jobs(*_queues())})
 
 
 @bp.post("/api/failed-jobs/<job_id>/retry")
 def retry_failed_job(job_id: str) -> Response:
     """Put a failed job back on its queue."""
-    metrics.retry_failed_job(*_queues(), job_id)
+    queueing.retry_failed_job(*_queues(), job_id)
     return jsonify({"id": job_id, "status": "queued"})
 
 
 @bp.post("/api/failed-jobs/<job_id>/delete")
 def delete_failed_job(job_id: str) -> Response:
     """Forget a failed job."""
-    metrics.delete_failed_job(*_queues(), job_id)
+    queueing.delete_failed_job(*_queues(), job_id)
     return jsonify({"id": job_id, "status": "deleted"})
 
 

@@ -1,8 +1,15 @@
-"""The `storypush` command: run the service, manage the VAPID key, operate campaigns."""
+"""The `storypush` command: run the service, manage the VAPID key, operate campaigns.
+
+Dependencies point one way, `workers` → `service`, so this module never imports the worker
+or benchmark code: `storypush worker` and `storypush bench` call the one entry point each
+names in `WORKER_ENTRY_POINT` / `BENCH_ENTRY_POINT`, looked up by name when the command runs
+(as RQ looks up a job's function).
+"""
 
 from __future__ import annotations
 
 import os
+import pkgutil
 import secrets
 import signal
 import subprocess
@@ -16,6 +23,12 @@ import click
 from .errors import SettingsError
 from .settings import DEV_VAPID_SUBJECT, Settings, load_settings
 from .store.campaign_store import COUNTERS, FINAL_STATES
+from .vocabulary import DEFAULT_TTL, DEFAULT_URGENCY, Urgency
+
+# `run_workers(settings, processes=..., burst=...)`: the Procfile's worker process.
+WORKER_ENTRY_POINT = "workers.runner:run_workers"
+# `main(argv) -> exit status`: the fan-out benchmark.
+BENCH_ENTRY_POINT = "benchmarks.fanout:main"
 
 
 def _settings() -> Settings:
@@ -70,8 +83,7 @@ def web(host: str, port: int, web_workers: int | None) -> None:
 def worker(processes: int, burst: bool) -> None:
     """Run RQ worker(s) with the scheduler (the Procfile's worker process)."""
     settings = _production_settings()
-    from workers.runner import run_workers
-
+    run_workers = pkgutil.resolve_name(WORKER_ENTRY_POINT)
     run_workers(settings, processes=processes, burst=burst)
 
 
@@ -120,8 +132,10 @@ def vapid_show() -> None:
 @click.option("--image", default=None, help="Large image URL.")
 @click.option("--icon", default=None, help="Icon URL.")
 @click.option("--topic", "topics", multiple=True, required=True, help="A topic id; repeat for several.")
-@click.option("--ttl", default=4 * 3600, show_default=True, type=int, help="Seconds a push service keeps it.")
-@click.option("--urgency", default="normal", type=click.Choice(["very-low", "low", "normal", "high"]))
+@click.option("--ttl", default=DEFAULT_TTL, show_default=True, type=int, help="Seconds a push service keeps it.")
+@click.option(
+    "--urgency", default=DEFAULT_URGENCY.value, show_default=True, type=click.Choice([u.value for u in Urgency])
+)
 @click.option("--send-at", default=None, type=float, help="Unix time to send at (default: now).")
 def publish(**options: object) -> None:
     """The same as a story.published webhook, for trying it by hand."""
@@ -149,8 +163,7 @@ def publish(**options: object) -> None:
 @click.pass_context
 def bench(ctx: click.Context) -> None:
     """The fan-out benchmark (see README): storypush vs pywebpush against a local push-service simulator."""
-    from benchmarks.fanout import main as bench_main
-
+    bench_main = pkgutil.resolve_name(BENCH_ENTRY_POINT)
     sys.exit(bench_main(ctx.args))
 
 
@@ -200,7 +213,8 @@ def dev(host: str, port: int, worker_processes: int) -> None:
         embedded = ensure_embedded_redis(settings.data_dir)
     resolve_redis_urls(settings)
     key = load_or_create_key(settings)
-    exe = [sys.executable, "-m", "service.cli"]
+    # -P: the children import storypush as installed, never a `service/` folder in the cwd.
+    exe = [sys.executable, "-P", "-m", "service.cli"]
     commands = [
         [*exe, "web", "--host", host, "--port", str(port), "--workers", "2"],
         [*exe, "worker", "--processes", str(worker_processes)],

@@ -1,7 +1,7 @@
 """Exception types for the service, each saying whose fault it is.
 
-Only the HTTP edge (`service.http_errors`) turns `ApiError`s into the
-CONTRACT.md error shape; nothing here imports Flask.
+Only the HTTP edge (`service.http`) turns `ApiError`s into the error shape
+`{"error": {"code", "message", "field"}}`; nothing here imports Flask.
 """
 
 from __future__ import annotations

@@ -1,173 +1,30 @@
-"""What operators observe: RQ's registries and workers, and Prometheus `/metrics`.
+"""Prometheus `/metrics`.
 
 Counters come from Redis (`store.metrics`), queue and subscriber gauges are
 read at scrape time, so the answer is the same from any gunicorn worker on any
-machine and no process keeps state of its own. The RQ helpers here are also what
-the operator API shows: one reading of the queues for both.
+machine and no process keeps state of its own. The queue gauges use the same
+reading of RQ's registries as the operator API (`service.queueing`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import redis
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from rq import Queue, Worker
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
-from rq.registry import FailedJobRegistry
-from rq.results import Result
+from rq import Worker
 
-from .errors import NotFound, Unauthorized
+from .errors import Unauthorized
 from .http import bearer_token, same_secret
+from .queueing import queue_counts, queue_names
 from .state import AppState, current_state
 from .store import Store
-from .store.metrics_store import LANE_EVENTS
+from .store.metrics_store import LANE_EVENTS, LANE_STATES
 
 bp = Blueprint("metrics", __name__)
-
-QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed")
-# Failed jobs shown on the dashboard; older ones stay in RQ until their failure_ttl.
-FAILED_JOBS_SHOWN = 100
-
-
-# -- RQ registries -----------------------------------------------------------------
-
-
-def queue_names(connection: redis.Redis, configured: str) -> list[str]:
-    """Our queue plus any other RQ queue on this Redis (an operator may run more)."""
-    names = {q.name for q in Queue.all(connection=connection)} | {configured}
-    return sorted(names)
-
-
-def queue_counts(connection: redis.Redis, name: str) -> dict[str, int]:
-    """Jobs per state of one queue, from RQ's own registries."""
-    queue = Queue(name, connection=connection)
-    return {
-        "queued": queue.count,
-        "started": queue.started_job_registry.count,
-        "scheduled": queue.scheduled_job_registry.count,
-        "deferred": queue.deferred_job_registry.count,
-        "failed": queue.failed_job_registry.count,
-    }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
-def worker_rows(connection: redis.Redis) -> list[dict[str, Any]]:
-    """Every registered RQ worker: name, state, current job, last heartbeat."""
-    rows = []
-    for worker in Worker.all(connection=connection):
-        rows.append(
-            {
-                "name": worker.name,
-                "state": str(getattr(worker.get_state(), "value", worker.get_state())),
-                "current_job": worker.get_current_job_id(),
-                "last_heartbeat": _iso(worker.last_heartbeat),
-                "queues": worker.queue_names(),
-                "successful_jobs": worker.successful_job_count,
-                "failed_jobs": worker.failed_job_count,
-            }
-        )
-    return sorted(rows, key=lambda row: row["name"])
-
-
-def _error_line(job: Job) -> str | None:
-    """The exception's last line (`Type: message`): enough to decide on a retry."""
-    result = job.latest_result()
-    text = result.exc_string if result is not None and result.type == Result.Type.FAILED else None
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else None
-
-
-def failed_jobs(connection: redis.Redis, names: list[str], limit: int = FAILED_JOBS_SHOWN) -> list[dict[str, Any]]:
-    """Failed jobs, newest first, with their error."""
-    rows = []
-    for name in names:
-        registry = FailedJobRegistry(name, connection=connection)
-        ids = registry.get_job_ids(0, limit - 1, desc=True)
-        for job in Job.fetch_many(ids, connection=connection):
-            if job is None:
-                continue
-            rows.append(
-                {
-                    "id": job.id,
-                    "queue": name,
-                    "description": job.description,
-                    "function": job.func_name,
-                    "error": _error_line(job),
-                    "enqueued_at": _iso(job.enqueued_at),
-                    "failed_at": _iso(job.ended_at),
-                }
-            )
-    rows.sort(key=lambda row: row["failed_at"] or "", reverse=True)
-    return rows[:limit]
-
-
-def _failed_registry_holding(connection: redis.Redis, names: list[str], job_id: str) -> FailedJobRegistry:
-    for name in names:
-        registry = FailedJobRegistry(name, connection=connection)
-        if job_id in registry:
-            return registry
-    raise NotFound(f"no failed job {job_id}", field="job_id")
-
-
-def retry_failed_job(connection: redis.Redis, names: list[str], job_id: str) -> None:
-    """Put a failed job back on its queue (RQ's own requeue)."""
-    registry = _failed_registry_holding(connection, names, job_id)
-    try:
-        registry.requeue(job_id)
-    except (InvalidJobOperation, NoSuchJobError):
-        raise NotFound(f"no failed job {job_id}", field="job_id") from None
-
-
-def delete_failed_job(connection: redis.Redis, names: list[str], job_id: str) -> None:
-    """Forget a failed job (and remove it from the registry)."""
-    _failed_registry_holding(connection, names, job_id)
-    try:
-        Job.fetch(job_id, connection=connection).delete()
-    except NoSuchJobError:
-        raise NotFound(f"no failed job {job_id}", field="job_id") from None
-
-
-# -- push-service lanes ------------------------------------------------------------------
-
-# An origin with lanes in several states (one per worker) shows the worst of them.
-_LANE_STATES = ("circuit_open", "probing", "throttled", "open")
-
-
-def lane_rows(store: Store) -> list[dict[str, Any]]:
-    """Per push-service origin: its lanes' state over the workers sending now (`idle` when
-    none is), their limits, requests in flight and pushes queued, and since-ever counts
-    of throttle answers, unreachable requests and circuits opened."""
-    events = store.metrics.lane_events()
-    live = {row["origin"]: row for row in store.metrics.lanes()}
-    origins = sorted(set(live) | {origin for _, origin in events})
-    rows = []
-    for origin in origins:
-        row = live.get(origin, {"states": {}, "limit": 0, "in_flight": 0, "queued": 0})
-        state = next((name for name in _LANE_STATES if row["states"].get(name)), "idle")
-        rows.append(
-            {
-                "origin": origin,
-                "state": state,
-                "workers": row["states"],
-                "limit": row["limit"],
-                "in_flight": row["in_flight"],
-                "queued": row["queued"],
-                **{event: events.get((event, origin), 0) for event in LANE_EVENTS},
-            }
-        )
-    return rows
-
-
-# -- Prometheus ----------------------------------------------------------------------
 
 
 def _histogram(name: str, documentation: str, data: Any) -> HistogramMetricFamily:
@@ -206,7 +63,7 @@ class RedisCollector:
         yield from self._gauges()
 
     def _lanes(self) -> Iterator[Metric]:
-        rows = lane_rows(self.store)
+        rows = self.store.metrics.lane_rows()
         events = CounterMetricFamily(
             "storypush_lane_events",
             "Per push-service origin: throttle answers (429/503/406), unreachable requests "
@@ -227,7 +84,7 @@ class RedisCollector:
         for row in rows:
             for event in LANE_EVENTS:
                 events.add_metric([row["origin"], event], row[event])
-            for state in _LANE_STATES:
+            for state in LANE_STATES:
                 states.add_metric([row["origin"], state], row["workers"].get(state, 0))
             for name, gauge in gauges.items():
                 gauge.add_metric([row["origin"]], row[name])
@@ -265,7 +122,7 @@ def render_metrics(state: AppState) -> bytes:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format. Open, as CONTRACT.md has it, unless STORYPUSH_METRICS_TOKEN
+    """Prometheus text format. Open by default (monitoring scrapes it), unless STORYPUSH_METRICS_TOKEN
     is set: then only with that bearer token (Prometheus's `authorization` scrape setting)."""
     state = current_state()
     expected = state.settings.metrics_token

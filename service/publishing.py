@@ -11,8 +11,7 @@ from typing import Any
 
 from rq import Queue
 
-from workers.queueing import enqueue_campaign
-
+from .queueing import enqueue_campaign
 from .store import Store
 from .store.campaign_store import CampaignState
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .validation import _check_topics
+from .vocabulary import DEFAULT_TTL, DEFAULT_URGENCY, Urgency
 
 # Four URLs of this size, the id and the JSON framing still leave room in the
 # 2,600-byte push payload for a title and body.
@@ -26,8 +27,8 @@ class StoryData(BaseModel):
     badge: HttpUrl | None = None
     topics: Annotated[list[str], Field(min_length=1, max_length=32)]
     send_at: datetime | float | None = None
-    ttl: Annotated[int, Field(ge=60, le=28 * 86400)] = 4 * 3600
-    urgency: Literal["very-low", "low", "normal", "high"] = "normal"
+    ttl: Annotated[int, Field(ge=60, le=28 * 86400)] = DEFAULT_TTL
+    urgency: Urgency = DEFAULT_URGENCY
 
     _topics = field_validator("topics")(_check_topics)
 

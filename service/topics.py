@@ -7,7 +7,6 @@ replaces the list for another publisher.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import SettingsError
@@ -46,7 +45,3 @@ def parse_topics(raw: str | None) -> tuple[Topic, ...]:
     if len({t.id_ for t in topics}) != len(topics):
         raise SettingsError("STORYPUSH_TOPICS", "lists a topic twice")
     return tuple(topics)
-
-
-def topics_from_env(env: Mapping[str, str]) -> tuple[Topic, ...]:
-    return parse_topics(env.get("STORYPUSH_TOPICS"))

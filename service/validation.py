@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from .subscriptions import Subscription
 from .vapid import b64url_decode
+from .vocabulary import PromptEventType, ReceiptType
 
 MAX_ENDPOINT_LENGTH = 1024
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
@@ -188,10 +189,10 @@ class ChangeRequest(BaseModel):
 
 class PromptEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    type: Literal["shown", "accepted", "declined", "denied"]
+    type: PromptEventType
 
 
 class ReceiptEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    type: Literal["delivered", "clicked", "dismissed"]
+    type: ReceiptType
     receipt: Annotated[str, Field(min_length=1, max_length=128)]

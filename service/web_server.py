@@ -18,8 +18,12 @@ class _StorypushGunicorn(BaseApplication):
             self.cfg.set(name, value)
 
     def load(self):
+        """In each gunicorn worker: JSON logs for this process, then the app (the factory
+        itself leaves process-wide logging alone, so tests and embedders keep theirs)."""
         from . import create_app
+        from .logs import configure_logging
 
+        configure_logging("web")
         return create_app(self.settings)
 
 

@@ -19,6 +19,7 @@ from service.embedded_redis import EmbeddedRedis, ensure_embedded_redis
 from service.settings import Settings
 from service.vapid import VapidKey, create_key
 from tests.helpers import TEST_SUBJECT
+from tests.helpers.admin import ADMIN_TOKEN
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +56,7 @@ def settings(redis_client: redis.Redis, redis_url: str, tmp_path: Path, webhook_
         data_dir=tmp_path / "data",
         vapid_subject=TEST_SUBJECT,
         webhook_secret=webhook_secret,
-        admin_token="test-admin-token-0123456789",
+        admin_token=ADMIN_TOKEN,
         rate_limit_per_minute=10_000,
     )
 

@@ -1,8 +1,8 @@
 """The push message a service worker receives, and its headers.
 
-CONTRACT.md: UTF-8 JSON of at most 2,600 bytes (so it fits Firefox for
-Android's relay through FCM); longer texts are cut, body first, then title,
-on a character boundary with an ellipsis, never refused.
+UTF-8 JSON of at most 2,600 bytes (so it fits Firefox for Android's relay
+through FCM); longer texts are cut, body first, then title, on a character
+boundary with an ellipsis, never refused.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.vocabulary import DEFAULT_TTL, DEFAULT_URGENCY
+
 MAX_PAYLOAD_BYTES = 2600
 ELLIPSIS = "…"
 # Room kept for the per-subscriber receipt (campaign id, hex id, MAC).
 RECEIPT_ROOM = 64
-DEFAULT_TTL = 4 * 3600
 
 
 def topic_header(story_id: str) -> str:
@@ -97,6 +98,6 @@ class PushHeaders:
         ttl = story.get("ttl")
         return cls(
             ttl=DEFAULT_TTL if ttl is None else int(ttl),
-            urgency=story.get("urgency") or "normal",
+            urgency=story.get("urgency") or DEFAULT_URGENCY.value,
             topic=topic_header(story["id"]),
         )

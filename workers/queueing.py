@@ -1,17 +1,16 @@
-"""How storypush puts work on RQ: job ids, retry policy, timeouts. Imported by
-the web process too, so it stays light (no delivery code).
+"""How a campaign's batches go on RQ: deterministic job ids (a re-enqueue replaces, never
+duplicates), a `job_timeout` sized for the worst case, and delayed retry jobs.
 
-Batch jobs get deterministic ids (a re-enqueue replaces, never duplicates), RQ's
-own `Retry` (without it RQ marks a job abandoned by a killed worker as failed and
-its unsent pushes are lost), a `job_timeout` sized for the worst case and a
-`failure_ttl` shorter than RQ's one-year default.
+The policy shared with the campaign job (retry, TTLs) lives in `service.queueing`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from rq import Queue, Retry
+from rq import Queue
+
+from service.queueing import FAILURE_TTL, JOB_RETRY, RESULT_TTL
 
 # A batch stops starting new pushes after this long and hands the rest to a
 # retry job, so it always ends inside its job timeout.
@@ -21,18 +20,8 @@ BATCH_DEADLINE = 25
 # as abandoned job_timeout + 60 s after it started, so this also bounds how
 # soon another worker takes over a killed worker's batch (see runner.py).
 BATCH_TIMEOUT = 45
-CAMPAIGN_TIMEOUT = 60
-FAILURE_TTL = 7 * 86400
-RESULT_TTL = 3600
-# Re-runs after a crash or an abandoned job: quick, since sent markers make them safe.
-JOB_RETRY = Retry(max=5, interval=[5, 15, 30, 60, 120])
 
-START_CAMPAIGN = "workers.jobs.start_campaign"
 SEND_BATCH = "workers.jobs.send_batch"
-
-
-def campaign_job_id(campaign_id: str) -> str:
-    return f"sp-campaign-{campaign_id}"
 
 
 def unit_id(start: int, attempt: int) -> str:
@@ -41,22 +30,6 @@ def unit_id(start: int, attempt: int) -> str:
 
 def batch_job_id(campaign_id: str, start: int, attempt: int) -> str:
     return f"sp-batch-{campaign_id}-{unit_id(start, attempt).replace(':', '-')}"
-
-
-def enqueue_campaign(queue: Queue, campaign_id: str, send_at: float | None = None) -> None:
-    """Start the campaign now, or at `send_at` with RQ's own scheduler."""
-    options = {
-        "job_id": campaign_job_id(campaign_id),
-        "retry": JOB_RETRY,
-        "job_timeout": CAMPAIGN_TIMEOUT,
-        "failure_ttl": FAILURE_TTL,
-        "result_ttl": RESULT_TTL,
-        "description": f"campaign {campaign_id}",
-    }
-    if send_at is not None:
-        queue.enqueue_at(datetime.fromtimestamp(send_at, tz=UTC), START_CAMPAIGN, campaign_id, **options)
-    else:
-        queue.enqueue(START_CAMPAIGN, campaign_id, **options)
 
 
 def batch_job_data(

@@ -1,7 +1,7 @@
 """The one module that owns Redis: connections, keys and every read and write.
 
-Like flaskr's `db.py`, it opens the resource once per process and hands it to
-whoever needs it; views and jobs call its methods and never spell a key.
+It opens the resource once per process and hands it to whoever needs it; views and
+jobs call its methods and never spell a key.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from redis.retry import Retry
 from ..errors import RateLimited
 from ..settings import Settings
 from ..topics import Topic
+from ..vocabulary import PromptEventType
 from . import keys
 from .campaign_store import AudienceStore, CampaignStore
 from .frequency_cap import FrequencyCapStore
 from .metrics_store import MetricsStore
 from .rate_limit import RateSlot
 from .subscription_store import SubscriptionStore
-
-PROMPT_EVENTS = ("shown", "accepted", "declined", "denied")
 
 
 def resolve_redis_urls(settings: Settings) -> tuple[str, str]:
@@ -124,13 +123,13 @@ class Store:
         if pipe.execute()[0] > rate.limit:
             raise RateLimited("too many requests; try again later", retry_after=rate.retry_after)
 
-    def count_prompt_event(self, kind: str) -> None:
+    def count_prompt_event(self, kind: PromptEventType) -> None:
         self.client.hincrby(keys.PROMPT_FUNNEL, kind, 1)
 
     def prompt_funnel(self) -> dict[str, int]:
         raw = self.client.hgetall(keys.PROMPT_FUNNEL)
         counts = {k.decode(): int(v) for k, v in raw.items()}
-        return {kind: counts.get(kind, 0) for kind in PROMPT_EVENTS}
+        return {kind.value: counts.get(kind.value, 0) for kind in PromptEventType}
 
 
 def open_store(url: str, topics: tuple[Topic, ...], patience: float = WEB_PATIENCE) -> Store:

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from ..vocabulary import ReceiptType
 from . import keys
 
 
@@ -31,8 +32,7 @@ class CampaignState(StrEnum):
 
 
 FINAL_STATES = frozenset({CampaignState.DONE, CampaignState.CANCELLED, CampaignState.FAILED})
-COUNTERS = ("targeted", "sent", "failed", "expired", "skipped", "retrying", "delivered", "clicked", "dismissed")
-RECEIPT_KINDS = ("delivered", "clicked", "dismissed")
+COUNTERS = ("targeted", "sent", "failed", "expired", "skipped", "retrying", *(kind.value for kind in ReceiptType))
 # Campaign keys outlive the campaign long enough for receipts and the dashboard.
 CAMPAIGN_TTL = 30 * 86400
 # Sent markers only need to outlast the last possible retry of a campaign.
@@ -60,12 +60,13 @@ if added > 0 then redis.call('HINCRBY', KEYS[1], 'pending', added) end
 return added
 """
 
-# KEYS: campaign, done-units set. ARGV: unit id, now.
+# KEYS: campaign, done-units set. ARGV: unit id, now, the sending state, the done state.
+# Returns 0 if the unit had finished already, 2 if it finished the campaign, else 1.
 _FINISH_UNIT = """
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
-if pending <= 0 and redis.call('HGET', KEYS[1], 'state') == 'sending' then
-  redis.call('HSET', KEYS[1], 'state', 'done', 'finished_at', ARGV[2])
+if pending <= 0 and redis.call('HGET', KEYS[1], 'state') == ARGV[3] then
+  redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_at', ARGV[2])
   return 2
 end
 return 1
@@ -78,14 +79,14 @@ if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) else redis.
 return 1
 """
 
-# KEYS: campaign, todo list. Pops a batch range only while the campaign is sending, so a
-# worker running ahead never starts a batch of a cancelled campaign.
+# KEYS: campaign, todo list. ARGV: the sending state's name. Pops a batch range only while
+# the campaign is sending, so a worker running ahead never starts a cancelled campaign's batch.
 _TAKE_RANGE = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return false end
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return false end
 return redis.call('RPOP', KEYS[2])
 """
 
-# KEYS: receipt bitmap, campaign. ARGV: subscription id, counter name.
+# KEYS: receipt bitmap, campaign. ARGV: subscription id, counter name, bitmap TTL.
 _COUNT_RECEIPT = """
 if redis.call('HEXISTS', KEYS[2], 'state') == 0 then return 0 end
 if redis.call('SETBIT', KEYS[1], ARGV[1], 1) == 1 then return 0 end
@@ -160,11 +161,8 @@ class CampaignStore:
         raw = self.client.get(keys.webhook_id(message_id))
         return raw.decode() if raw is not None else None
 
-    def exists(self, campaign_id: str) -> bool:
-        return bool(self.client.exists(keys.campaign(campaign_id)))
-
     def get(self, campaign_id: str) -> dict[str, Any] | None:
-        """The campaign as CONTRACT.md's operator API shows it."""
+        """The campaign as the operator API shows it (README, Operator API)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(keys.campaign(campaign_id))
         pipe.hgetall(keys.campaign_errors(campaign_id))
@@ -264,7 +262,7 @@ class CampaignStore:
         """Mark a unit finished (once); returns True when this finished the whole campaign."""
         result = self._finish_unit(
             keys=[keys.campaign(campaign_id), keys.campaign_units_done(campaign_id)],
-            args=[unit_id, time.time()],
+            args=[unit_id, time.time(), CampaignState.SENDING.value, CampaignState.DONE.value],
         )
         if result:
             self.client.expire(keys.campaign_units_done(campaign_id), CAMPAIGN_TTL)
@@ -283,7 +281,9 @@ class CampaignStore:
         """Pop a batch range from the end of the list (RQ hands out jobs from the front, so
         a worker running ahead rarely meets another worker on the same range); None once
         the list is empty or the campaign is no longer sending."""
-        raw = self._take_range(keys=[keys.campaign(campaign_id), keys.campaign_todo(campaign_id)])
+        raw = self._take_range(
+            keys=[keys.campaign(campaign_id), keys.campaign_todo(campaign_id)], args=[CampaignState.SENDING.value]
+        )
         if raw is None:
             return None
         start, _, end = raw.decode().partition(":")
@@ -318,14 +318,17 @@ class CampaignStore:
         pipe.expire(keys.campaign_errors(campaign_id), CAMPAIGN_TTL)
         pipe.execute()
 
-    def count_receipt(self, campaign_id: str, subscription_id: int, kind: str) -> bool:
-        """Count a delivered/clicked/dismissed receipt once per subscriber; False if repeated."""
-        if kind not in RECEIPT_KINDS:
-            raise ValueError(kind)
+    def count_receipt(self, campaign_id: str, subscription_id: int, kind: ReceiptType) -> bool:
+        """Count a delivered/clicked/dismissed receipt once per subscriber; False if repeated.
+
+        Raises:
+            ValueError: `kind` is not a `ReceiptType`.
+        """
+        kind = ReceiptType(kind)
         return bool(
             self._count_receipt(
-                keys=[keys.campaign_receipts(campaign_id, kind), keys.campaign(campaign_id)],
-                args=[subscription_id, kind, CAMPAIGN_TTL],
+                keys=[keys.campaign_receipts(campaign_id, kind.value), keys.campaign(campaign_id)],
+                args=[subscription_id, kind.value, CAMPAIGN_TTL],
             )
         )
 

@@ -30,6 +30,8 @@ CAMPAIGN_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 18
 RATE_TTL = 2 * 3600
 NO_ORIGIN = "none"  # outcomes without a push: the subscriber left before the batch ran
 LANE_EVENTS = ("throttled", "unreachable", "circuit_opened")
+# An origin with lanes in several states (one per worker) shows the worst of them.
+LANE_STATES = ("circuit_open", "probing", "throttled", "open")
 # A worker's lane report older than this is from a worker that stopped sending (or died).
 LANE_REPORT_TTL = 15.0
 
@@ -178,6 +180,28 @@ class MetricsStore:
         if stale:
             self.client.hdel(keys.LANE_REPORTS, *stale)
         return [{**row, "states": dict(row["states"])} for _, row in sorted(merged.items())]
+
+    def lane_rows(self) -> list[dict[str, Any]]:
+        """Per push-service origin: its lanes' state over the workers sending now (`idle` when
+        none is), their limits, requests in flight and pushes queued, and since-ever counts
+        of throttle answers, unreachable requests and circuits opened (dashboard and /metrics)."""
+        events = self.lane_events()
+        live = {row["origin"]: row for row in self.lanes()}
+        rows = []
+        for origin in sorted(set(live) | {origin for _, origin in events}):
+            row = live.get(origin, {"states": {}, "limit": 0, "in_flight": 0, "queued": 0})
+            rows.append(
+                {
+                    "origin": origin,
+                    "state": next((name for name in LANE_STATES if row["states"].get(name)), "idle"),
+                    "workers": row["states"],
+                    "limit": row["limit"],
+                    "in_flight": row["in_flight"],
+                    "queued": row["queued"],
+                    **{event: events.get((event, origin), 0) for event in LANE_EVENTS},
+                }
+            )
+        return rows
 
     def webhook_calls(self) -> dict[str, int]:
         raw = {k.decode(): int(v) for k, v in self.client.hgetall(keys.METRICS_WEBHOOKS).items()}

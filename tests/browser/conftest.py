@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
 
-from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, LiveServer, serving
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, LiveServer, serving
 
 
 @pytest.fixture

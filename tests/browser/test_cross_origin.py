@@ -5,7 +5,6 @@ API named in its `?api=` parameter (CORS on both sides)."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from service import STATIC_DIR, create_app
 from service.settings import Settings
 from service.store import Store
 from service.vapid import VapidKey
-from tests.browser.support import FAKE_SUBSCRIBE_JS, LiveServer, prompt_state, serving, wait_until
+from tests.helpers.browser import FAKE_SUBSCRIBE_JS, LiveServer, prompt_state, serving, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -41,17 +40,6 @@ def publisher_app(api: dict[str, str]) -> Flask:
     return site
 
 
-def quiet_create_app(settings: Settings) -> Flask:
-    """create_app() for a test that needs its own settings, without the production JSON log
-    handler it installs on the root logger (TESTING cannot be set before it runs)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    root.handlers[:], root.level = handlers, level
-    return app
-
-
 @dataclass
 class Sites:
     publisher: LiveServer  # http://localhost:P
@@ -65,7 +53,7 @@ def sites(settings: Settings, vapid_key: VapidKey) -> Iterator[Sites]:
     api: dict[str, str] = {}
     with serving(publisher_app(api)) as publisher:
         publisher.url = publisher.url.replace("127.0.0.1", "localhost")
-        app = quiet_create_app(settings.with_overrides(allowed_origins=(publisher.url,)))
+        app = create_app(settings.with_overrides(allowed_origins=(publisher.url,)))
         with serving(app) as service:
             api["url"] = service.url
             yield Sites(publisher, service, app.extensions["storypush"].store)

@@ -16,14 +16,14 @@ from service.settings import Settings
 from service.store import Store
 from service.store.campaign_store import CampaignState
 from service.store.metrics_store import PushTally
-from tests.browser.support import SCREENSHOTS, LiveServer, wait_until
 from tests.helpers import subscribe_body
-from tests.service.test_admin import TOKEN, make_campaign, make_failed_job
+from tests.helpers.admin import ADMIN_TOKEN, make_campaign, make_failed_job
+from tests.helpers.browser import SCREENSHOTS, LiveServer, wait_until
 
 pytestmark = pytest.mark.browser
 
 
-def sign_in(context: BrowserContext, server: LiveServer, token: str = TOKEN) -> Page:
+def sign_in(context: BrowserContext, server: LiveServer, token: str = ADMIN_TOKEN) -> Page:
     page = context.new_page()
     page.goto(server.url + "/admin")
     expect(page).to_have_url(server.url + "/admin/login?next=/admin")

@@ -27,9 +27,8 @@ from marionette_driver.marionette import Marionette
 
 from service.settings import Settings
 from tests.autopush import AutopushServer
-from tests.e2e.conftest import Stack, free_port, process_env, running_stack, wait_for
-from tests.e2e.test_fanout_e2e import publish
-from tests.service.test_webhooks import STORY
+from tests.helpers.cms import STORY, publish_over_http
+from tests.helpers.processes import Stack, free_port, process_env, running_stack, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -233,7 +232,7 @@ def test_ok_allow_subscribe_publish_notification_and_delivered_receipt(
     assert sorted(stored[1].topics) == ["animals", "tv-and-film"] and len(stored[1].auth) == 16
 
     # The CMS publishes; the worker sends; Firefox decrypts; sw.js shows it and reports.
-    campaign = publish(firefox_stack.base, webhook_secret, STORY)
+    campaign = publish_over_http(firefox_stack.base, webhook_secret, STORY)
     autopush.wait(lambda: autopush.acks or autopush.nacks, 60, "Firefox's ack")
     assert [(a["channelID"], a["code"]) for a in autopush.acks] == [(channel, 100)], (autopush.acks, autopush.nacks)
     assert not autopush.refused and len(autopush.pushes) == 1

@@ -9,7 +9,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from service.store import Store
 from service.vapid import VapidKey
-from tests.browser.support import (
+from tests.helpers.browser import (
     FAKE_EXISTING_JS,
     FAKE_SUBSCRIBE_JS,
     SCREENSHOTS,

@@ -14,8 +14,8 @@ from playwright.sync_api import BrowserContext, CDPSession, Page, Worker
 
 from service.store import Store
 from service.vapid import VapidKey
-from tests.browser.support import FAKE_SUBSCRIBE_JS, LiveServer, prompt_state, wait_until
 from tests.helpers import subscribe_body
+from tests.helpers.browser import FAKE_SUBSCRIBE_JS, LiveServer, prompt_state, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -98,7 +98,7 @@ def installed(new_context, live_server: LiveServer) -> Installed:
 
 
 def story_payload(origin: str, **changes: object) -> dict:
-    """A push message exactly as CONTRACT.md describes it."""
+    """A push message exactly as the README's "Push message" describes it."""
     return {
         "v": 1,
         "campaign": "cmp_walrus1",

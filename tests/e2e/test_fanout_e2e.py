@@ -14,24 +14,12 @@ from collections import Counter
 import pytest
 import requests
 
-from tests.e2e.conftest import wait_for
-from tests.service.test_webhooks import STORY, signed
+from tests.helpers.cms import STORY
+from tests.helpers.cms import publish_over_http as publish
+from tests.helpers.fanout import store_all, subscribe_all
+from tests.helpers.processes import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def subscribe_all(base: str, subscriptions: list[dict], topics: list[str]) -> None:
-    with requests.Session() as http:
-        for subscription in subscriptions:
-            response = http.post(f"{base}/api/v1/subscriptions", json={"subscription": subscription, "topics": topics})
-            assert response.status_code == 201, response.text
-
-
-def publish(base: str, secret: str, story: dict) -> str:
-    body, headers = signed(secret, {"type": "story.published", "data": story})
-    response = requests.post(f"{base}/webhooks/cms", data=body, headers=headers, timeout=10)
-    assert response.status_code == 202, response.text
-    return response.json()["campaign"]
 
 
 def campaign_state(store, campaign: str) -> dict:
@@ -71,8 +59,6 @@ def test_a_sigkilled_workers_batch_is_finished_by_another_without_duplicates(
     """RQ hands the killed worker's abandoned batches to another worker; resolved marks are
     written as answers arrive, so only requests on the wire at the kill can be repeated
     (not also the pushes answered since a periodic flush, as before)."""
-    from tests.e2e.test_lanes_e2e import store_all
-
     latency, in_flight, n = 0.03, 40, 3000
     stack_env.update(STORYPUSH_MAX_IN_FLIGHT=str(in_flight), STORYPUSH_BATCH_SIZE="500")
     stack.start_web()

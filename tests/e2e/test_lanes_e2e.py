@@ -10,23 +10,13 @@ import pytest
 import requests
 
 from benchmarks.pushsim import PushSimulator
-from service.subscriptions import Subscription
-from service.vapid import b64url_decode
-from tests.e2e.conftest import process_env, running_stack, wait_for
-from tests.e2e.test_fanout_e2e import publish
-from tests.service.test_webhooks import STORY, signed
+from tests.helpers.cms import STORY, signed
+from tests.helpers.cms import publish_over_http as publish
+from tests.helpers.fanout import store_all
+from tests.helpers.processes import process_env, running_stack, wait_for
 from workers.message import topic_header
 
 pytestmark = pytest.mark.slow
-
-
-def store_all(store, subscriptions: list[dict], topics: tuple[str, ...] = ("animals",)) -> None:
-    """Bulk set-up (what the API's upsert writes), so thousands of subscribers take a second."""
-    for item in subscriptions:
-        keys = item["keys"]
-        store.subscriptions.upsert(
-            Subscription(item["endpoint"], b64url_decode(keys["p256dh"]), b64url_decode(keys["auth"]), topics)
-        )
 
 
 def unpublish(base: str, secret: str, story_id: str) -> None:

@@ -1,6 +1,6 @@
 """A Redis restart in the middle of a campaign, with real worker processes.
 
-PRODUCT.md: "a killed worker, a flaky push service or a Redis restart loses no
+The promise: "a killed worker, a flaky push service or a Redis restart loses no
 subscription and no delivery; no subscriber gets a story twice." The server here is a
 private embedded one (never REDIS_URL's: the test stops it), shut down cleanly while
 batches are being sent and started again on the same data directory.
@@ -19,9 +19,10 @@ import requests
 from service import create_app
 from service.embedded_redis import ensure_embedded_redis
 from service.settings import Settings
-from tests.e2e.conftest import process_env, running_stack, wait_for
-from tests.e2e.test_fanout_e2e import publish, subscribe_all
-from tests.service.test_webhooks import STORY, signed
+from tests.helpers.cms import STORY, signed
+from tests.helpers.cms import publish_over_http as publish
+from tests.helpers.fanout import subscribe_all
+from tests.helpers.processes import process_env, running_stack, wait_for
 
 pytestmark = pytest.mark.slow
 

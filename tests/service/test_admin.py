@@ -1,4 +1,4 @@
-"""The operator API and its auth: bearer token, signed session cookie, CSRF, shapes as in CONTRACT.md."""
+"""The operator API and its auth: bearer token, signed session cookie, CSRF, shapes as in the README."""
 
 from __future__ import annotations
 
@@ -6,46 +6,23 @@ import re
 import time
 
 import pytest
-from click.testing import CliRunner
-from rq import Queue, SimpleWorker, Worker
-from rq.registry import FailedJobRegistry
+from rq import Queue, Worker
+from rq.job import Job
 
 from service import create_app
-from service.cli import main
 from service.store.campaign_store import CampaignState
 from tests.helpers import subscribe_body
+from tests.helpers.admin import ADMIN_TOKEN, BEARER, make_campaign, make_failed_job
 
-TOKEN = "test-admin-token-0123456789"
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
 CAMPAIGN_KEYS = {
     "id", "story", "state", "targeted", "sent", "failed", "expired", "skipped", "retrying", "delivered", "clicked",
     "dismissed", "created_at", "started_at", "finished_at", "errors",
 }  # fmt: skip
 
 
-def make_campaign(store, story_id: str, state: CampaignState = CampaignState.QUEUED, title: str | None = None) -> str:
-    """A campaign as the webhook would create it, in `state`."""
-    story = {"id": story_id, "title": title or f"Story {story_id}", "url": f"https://publisher.example/{story_id}"}
-    campaign_id, _ = store.campaigns.create_for_story({**story, "topics": ["animals"]}, CampaignState.QUEUED)
-    if state is not CampaignState.QUEUED:
-        store.campaigns.transition(campaign_id, CampaignState.SENDING, (CampaignState.QUEUED,), stamp="started_at")
-    if state in (CampaignState.DONE, CampaignState.CANCELLED, CampaignState.FAILED):
-        store.campaigns.transition(campaign_id, state, (CampaignState.SENDING,), stamp="finished_at")
-    return campaign_id
-
-
-def make_failed_job(connection, queue_name: str, message: str = "push service on fire") -> str:
-    """Enqueue a job that raises and run it, so it sits in RQ's FailedJobRegistry."""
-    queue = Queue(queue_name, connection=connection)
-    job = queue.enqueue("tests.service.jobs_for_tests.explode", message, description="explode for the test")
-    SimpleWorker([queue], connection=connection).work(burst=True)
-    assert job.id in FailedJobRegistry(queue_name, connection=connection)
-    return job.id
-
-
 def sign_in(client) -> str:
     """Sign in through the form; returns the session's CSRF token (from the dashboard page)."""
-    response = client.post("/admin/login", data={"token": TOKEN})
+    response = client.post("/admin/login", data={"token": ADMIN_TOKEN})
     assert response.status_code == 302
     page = client.get("/admin")
     assert page.status_code == 200
@@ -75,7 +52,7 @@ def no_token_client(settings, vapid_key):
     ],
 )
 def test_no_token_configured_refuses_everything(no_token_client, method, path):
-    response = no_token_client.open(path, method=method, headers=BEARER, data={"token": TOKEN})
+    response = no_token_client.open(path, method=method, headers=BEARER, data={"token": ADMIN_TOKEN})
     assert response.status_code == 401
 
 
@@ -85,7 +62,9 @@ def test_no_token_configured_login_page_says_so(no_token_client):
     assert "STORYPUSH_ADMIN_TOKEN is not set" in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("header", ["Bearer wrong-token-0123456789", "Basic " + TOKEN, f"Bearer {TOKEN}x", ""])
+@pytest.mark.parametrize(
+    "header", ["Bearer wrong-token-0123456789", "Basic " + ADMIN_TOKEN, f"Bearer {ADMIN_TOKEN}x", ""]
+)
 def test_wrong_or_missing_bearer_is_401_with_error_shape(client, header):
     response = client.get("/admin/api/overview", headers={"Authorization": header} if header else {})
     assert response.status_code == 401
@@ -105,13 +84,13 @@ def test_pages_without_session_redirect_to_sign_in(client):
 
 
 def test_sign_in_sets_a_strict_secure_httponly_cookie(client):
-    response = client.post("/admin/login", data={"token": TOKEN})
+    response = client.post("/admin/login", data={"token": ADMIN_TOKEN})
     assert response.status_code == 302 and response.headers["Location"] == "/admin"
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("sp_admin=")
     for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/admin"):
         assert flag in cookie
-    assert TOKEN not in cookie
+    assert ADMIN_TOKEN not in cookie
     assert client.get("/admin/api/campaigns").status_code == 200
 
 
@@ -124,9 +103,9 @@ def test_wrong_token_sign_in_is_refused(client):
 
 
 def test_sign_in_only_redirects_inside_admin(client):
-    response = client.post("/admin/login?next=//evil.example/admin", data={"token": TOKEN})
+    response = client.post("/admin/login?next=//evil.example/admin", data={"token": ADMIN_TOKEN})
     assert response.headers["Location"] == "/admin"
-    response = client.post("/admin/login?next=/admin/campaigns/c1", data={"token": TOKEN})
+    response = client.post("/admin/login?next=/admin/campaigns/c1", data={"token": ADMIN_TOKEN})
     assert response.headers["Location"] == "/admin/campaigns/c1"
 
 
@@ -178,7 +157,7 @@ def test_admin_responses_are_hardened(client):
 def test_sign_in_attempts_are_rate_limited(client):
     for _ in range(10):
         client.post("/admin/login", data={"token": "guess-guess-guess-guess"})
-    response = client.post("/admin/login", data={"token": TOKEN})
+    response = client.post("/admin/login", data={"token": ADMIN_TOKEN})
     assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
 
 
@@ -191,7 +170,7 @@ def test_overview_shape(client, store, redis_client, settings):
     for kind in ("shown", "shown", "accepted", "declined"):
         store.count_prompt_event(kind)
     queue = Queue(settings.queue_name, connection=redis_client)
-    queue.enqueue("tests.service.jobs_for_tests.succeed")
+    queue.enqueue("tests.helpers.jobs.succeed")
     worker = Worker([queue], connection=redis_client, name="ops-test-worker")
     worker.register_birth()
     worker.heartbeat()
@@ -270,7 +249,7 @@ def test_failed_jobs_list_retry_and_delete(client, redis_client, settings):
     jobs = client.get("/admin/api/failed-jobs", headers=BEARER).get_json()["jobs"]
     assert [j["id"] for j in jobs] == [second, first]
     assert jobs[1]["error"] == "RuntimeError: first failure"
-    assert jobs[1]["queue"] == "storypush" and jobs[1]["function"] == "tests.service.jobs_for_tests.explode"
+    assert jobs[1]["queue"] == "storypush" and jobs[1]["function"] == "tests.helpers.jobs.explode"
     overview = client.get("/admin/api/overview", headers=BEARER).get_json()
     assert overview["queues"][0]["failed"] == 2
 
@@ -280,7 +259,7 @@ def test_failed_jobs_list_retry_and_delete(client, redis_client, settings):
     deleted = client.post(f"/admin/api/failed-jobs/{second}/delete", headers=BEARER)
     assert deleted.status_code == 200
     assert client.get("/admin/api/failed-jobs", headers=BEARER).get_json()["jobs"] == []
-    assert redis_client.exists(f"rq:job:{second}") == 0
+    assert not Job.exists(second, connection=redis_client)
     for action in ("retry", "delete"):
         response = client.post(f"/admin/api/failed-jobs/{second}/{action}", headers=BEARER)
         assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
@@ -310,58 +289,3 @@ def test_dashboard_pages_render(client, store):
     assert client.get("/admin/campaigns/unknown").status_code == 404
     assert client.get("/admin/assets/dashboard.js").status_code == 200
     assert client.get("/admin/assets/base.html").status_code == 404
-
-
-# -- CLI -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(settings, monkeypatch):
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("STORYPUSH_DATA_DIR", str(settings.data_dir))
-    monkeypatch.delenv("STORYPUSH_STORE_URL", raising=False)
-    return CliRunner()
-
-
-def test_cli_campaigns_show_and_cancel(cli_env, store):
-    queued = make_campaign(store, "cli-queued", title="Walrus scene")
-    sending = make_campaign(store, "cli-sending", CampaignState.SENDING)
-    store.campaigns.set_targeted(sending, 4)
-    store.campaigns.add_counts(sending, {"sent": 3}, {"http_410": 1})
-    listing = cli_env.invoke(main, ["campaigns", "--limit", "5"])
-    assert listing.exit_code == 0, listing.output
-    lines = listing.output.splitlines()
-    assert lines[0].startswith("ID") and sending in lines[1] and queued in lines[2]
-    assert "3/4" in lines[1] and "Walrus scene" in lines[2]
-    shown = cli_env.invoke(main, ["campaign", "show", sending])
-    assert shown.exit_code == 0 and "sending" in shown.output and "http_410: 1" in shown.output
-    cancelled = cli_env.invoke(main, ["campaign", "cancel", queued])
-    assert cancelled.exit_code == 0 and store.campaigns.state(queued) is CampaignState.CANCELLED
-    again = cli_env.invoke(main, ["campaign", "cancel", queued])
-    assert again.exit_code == 1 and "already cancelled" in again.output
-    assert cli_env.invoke(main, ["campaign", "show", "nope"]).exit_code == 1
-    assert cli_env.invoke(main, ["campaigns", "--limit", "0"]).exit_code == 2
-
-
-def test_cli_follow_waits_for_a_final_state(cli_env, store):
-    campaign_id = make_campaign(store, "cli-follow", CampaignState.SENDING)
-    store.campaigns.set_targeted(campaign_id, 2)
-    store.campaigns.add_counts(campaign_id, {"sent": 2}, {})
-    store.campaigns.transition(campaign_id, CampaignState.DONE, (CampaignState.SENDING,), stamp="finished_at")
-    result = cli_env.invoke(main, ["campaign", "show", campaign_id, "--follow", "--interval", "0.05"])
-    assert result.exit_code == 0 and "done" in result.output
-
-
-def test_cli_subscribers_stats(cli_env, client, store):
-    client.post("/api/v1/subscriptions", json=subscribe_body(topics=["animals", "sport"]))
-    store.count_prompt_event("shown")
-    result = cli_env.invoke(main, ["subscribers", "stats"])
-    assert result.exit_code == 0
-    assert "subscribers  1" in result.output and re.search(r"animals\s+1", result.output)
-    assert "shown 1" in result.output
-
-
-def test_cli_help_explains_the_operator_commands(cli_env):
-    for args in (["campaigns", "--help"], ["campaign", "show", "--help"], ["subscribers", "stats", "--help"]):
-        result = cli_env.invoke(main, args)
-        assert result.exit_code == 0 and len(result.output.splitlines()) > 3

@@ -1,4 +1,5 @@
-"""The `storypush` command: VAPID key management, production refusals, and `dev` end to end.
+"""The `storypush` command: VAPID key management, production refusals, publishing by hand,
+operating campaigns, and `dev` end to end.
 
 Refusals run as real subprocesses because "exactly one line on stderr" is about
 what an operator sees, including anything logging or warnings would add.
@@ -7,53 +8,47 @@ what an operator sees, including anything logging or warnings would add.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
-import queue
 import re
 import signal
-import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 from click.testing import CliRunner
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
 
 from service import create_app
 from service.cli import main
+from service.queueing import campaign_job_id
 from service.settings import Settings
+from service.store.campaign_store import CampaignState
 from service.vapid import KEY_FILE
+from service.vocabulary import DEFAULT_TTL
 from tests.helpers import TEST_SUBJECT, kill_embedded_redis, subscribe_body
+from tests.helpers.admin import make_campaign
+from tests.helpers.cms import STORY
+from tests.helpers.processes import STORYPUSH, clean_env, running_dev
 
 REPO = Path(__file__).resolve().parents[2]
-# Variables a developer's shell might carry that would change what these commands do.
-_CONFIG_VARS = (
-    "REDIS_URL",
-    "STORYPUSH_STORE_URL",
-    "STORYPUSH_VAPID_PRIVATE_KEY",
-    "STORYPUSH_VAPID_SUBJECT",
-    "STORYPUSH_ADMIN_TOKEN",
-    "STORYPUSH_WEBHOOK_SECRET",
-)
 
 
 def _env(data_dir: Path, **overrides: str) -> dict[str, str]:
     """A clean environment for a `storypush` subprocess using `data_dir`."""
-    env = {k: v for k, v in os.environ.items() if k not in _CONFIG_VARS}
-    env.update(STORYPUSH_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **overrides)
-    return env
+    return clean_env(STORYPUSH_DATA_DIR=str(data_dir), **overrides)
 
 
 def _isolated(data_dir: Path) -> dict[str, str | None]:
     """CliRunner env: `data_dir`, and none of the shell's storypush configuration."""
-    return {name: None for name in _CONFIG_VARS} | {"STORYPUSH_DATA_DIR": str(data_dir)}
+    return {name: None for name in os.environ if name == "REDIS_URL" or name.startswith("STORYPUSH_")} | {
+        "STORYPUSH_DATA_DIR": str(data_dir)
+    }
 
 
 # --- vapid init / show -------------------------------------------------------------
@@ -104,7 +99,7 @@ def test_vapid_show_prints_the_key_the_api_serves(redis_client, settings: Settin
 def _refusal(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run `storypush <command>` expecting it to refuse; never leave a server behind."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", command],
+        [*STORYPUSH, command],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -177,110 +172,155 @@ def test_a_private_key_file_of_garbage_is_refused(tmp_path: Path):
     assert len(result.stderr.splitlines()) == 1 and "STORYPUSH_VAPID_PRIVATE_KEY" in result.stderr
 
 
-# --- storypush dev, end to end ----------------------------------------------------------
+# --- publish, campaigns, subscribers (the store directly) ----------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A runner whose commands use the tests' Redis and data dir."""
+    for name in [n for n in os.environ if n.startswith("STORYPUSH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("STORYPUSH_DATA_DIR", str(settings.data_dir))
+    return CliRunner()
 
 
-class DevProcess:
-    """A running `storypush dev`, its output collected by a thread (a pipe must be drained)."""
-
-    def __init__(self, data_dir: Path, port: int):
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "dev", "--port", str(port)],
-            cwd=REPO,
-            env=_env(data_dir, STORYPUSH_RATE_LIMIT="100000"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def wait_for_line(self, pattern: str, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            self.output.append(line)
-            if re.search(pattern, line):
-                return line
-        raise AssertionError(f"no line matching {pattern!r}; output so far:\n{''.join(self.output)}")
-
-    def wait_healthy(self, timeout: float = 30) -> dict:
-        """Wait until /healthz says Redis is fine and at least one worker has registered."""
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
-            try:
-                response = requests.get(self.base + "/healthz", timeout=2)
-                last = (response.status_code, response.text)
-                if response.status_code == 200 and response.json()["workers"] >= 1:
-                    return response.json()
-            except requests.ConnectionError as exc:
-                last = exc
-            time.sleep(0.2)
-        raise AssertionError(f"/healthz not ready in {timeout} s: {last}")
-
-    def tree(self, data_dir: Path) -> list[psutil.Process]:
-        """Every process `dev` started: its descendants, plus anything naming the data dir or port."""
-        found = {p.pid: p for p in psutil.Process(self.proc.pid).children(recursive=True)}
-        for proc in psutil.process_iter(["cmdline", "cwd"]):
-            try:
-                text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            if proc.pid != self.proc.pid and (str(data_dir) in text or f"--port {self.port}" in text):
-                found.setdefault(proc.pid, proc)
-        return list(found.values())
-
-    def kill_tree(self, data_dir: Path) -> None:
-        """Test cleanup only: SIGKILL what is left of this dev process's tree."""
-        for proc in [*self.tree(data_dir), psutil.Process(self.proc.pid)]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        self.proc.wait(timeout=10)
+def _publish_args(story_id: str, *extra: str) -> list[str]:
+    return ["publish", "--id", story_id, "--title", STORY["title"], "--url", STORY["url"], *extra]
 
 
-def _alive(proc: psutil.Process) -> bool:
-    # An orphan whose parent is gone may linger as a zombie until PID 1 reaps it: it is dead.
+def test_publish_creates_one_queued_campaign_like_the_webhook(cli_env, store, settings, redis_client):
+    args = _publish_args("walrus-our-planet", "--topic", "animals", "--topic", "tv-and-film", "--body", STORY["body"])
+    first = cli_env.invoke(main, [*args, "--urgency", "high", "--ttl", "600"])
+    assert first.exit_code == 0, first.output
+    campaign_id = re.fullmatch(r"campaign (c[0-9a-f]{12}) created: queued\n", first.output).group(1)
+    campaign = store.campaigns.get(campaign_id)
+    assert campaign["state"] == "queued" and campaign["send_at"] is None
+    assert campaign["story"] == {
+        "id": "walrus-our-planet",
+        "title": STORY["title"],
+        "body": STORY["body"],
+        "url": STORY["url"],
+        "topics": ["animals", "tv-and-film"],
+        "ttl": 600,
+        "urgency": "high",
+    }
+    queue = Queue(settings.queue_name, connection=redis_client)
+    assert queue.job_ids == [campaign_job_id(campaign_id)]
+
+    again = cli_env.invoke(main, args)  # the same story id: the same campaign, nothing queued twice
+    assert again.exit_code == 0 and again.output == f"campaign {campaign_id} already exists: queued\n"
+    assert queue.job_ids == [campaign_job_id(campaign_id)]
+
+
+def test_publish_defaults_and_a_later_send_at(cli_env, store, settings, redis_client):
+    send_at = time.time() + 3600
+    result = cli_env.invoke(main, [*_publish_args("later", "--topic", "sport"), "--send-at", str(send_at)])
+    assert result.exit_code == 0, result.output
+    campaign_id = re.fullmatch(r"campaign (c[0-9a-f]{12}) created: scheduled\n", result.output).group(1)
+    campaign = store.campaigns.get(campaign_id)
+    assert campaign["state"] == "scheduled" and campaign["send_at"] == pytest.approx(send_at)
+    assert (campaign["story"]["ttl"], campaign["story"]["urgency"], campaign["story"]["body"]) == (
+        DEFAULT_TTL,
+        "normal",
+        "",
+    )
+    scheduled = ScheduledJobRegistry(settings.queue_name, connection=redis_client)
+    assert scheduled.get_job_ids() == [campaign_job_id(campaign_id)]
+    assert Queue(settings.queue_name, connection=redis_client).job_ids == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "exit_code", "says"),
+    [
+        (["--topic", "knitting"], 1, "unknown topic 'knitting'"),
+        (["--topic", "animals", "--ttl", "10"], 1, "ttl"),
+        (
+            ["--topic", "animals", "--urgency", "urgent"],
+            2,
+            "'urgent' is not one of 'very-low', 'low', 'normal', 'high'",
+        ),
+        ([], 2, "Missing option '--topic'"),
+    ],
+)
+def test_publish_refuses_what_the_webhook_refuses(cli_env, store, extra, exit_code, says):
+    result = cli_env.invoke(main, _publish_args("refused", *extra))
+    assert result.exit_code == exit_code, result.output
+    assert says in result.output
+    assert store.campaigns.list() == []
+
+
+def test_publish_refuses_a_url_that_is_not_http(cli_env, store):
+    result = cli_env.invoke(
+        main, ["publish", "--id", "x", "--title", "T", "--url", "javascript:alert(1)", "--topic", "news"]
+    )
+    assert result.exit_code == 1 and "url" in result.output
+    assert store.campaigns.list() == []
+
+
+def test_campaigns_show_and_cancel(cli_env, store):
+    queued = make_campaign(store, "cli-queued", title="Walrus scene")
+    sending = make_campaign(store, "cli-sending", CampaignState.SENDING)
+    store.campaigns.set_targeted(sending, 4)
+    store.campaigns.add_counts(sending, {"sent": 3}, {"http_410": 1})
+    listing = cli_env.invoke(main, ["campaigns", "--limit", "5"])
+    assert listing.exit_code == 0, listing.output
+    lines = listing.output.splitlines()
+    assert lines[0].startswith("ID") and sending in lines[1] and queued in lines[2]
+    assert "3/4" in lines[1] and "Walrus scene" in lines[2]
+    shown = cli_env.invoke(main, ["campaign", "show", sending])
+    assert shown.exit_code == 0 and "sending" in shown.output and "http_410: 1" in shown.output
+    cancelled = cli_env.invoke(main, ["campaign", "cancel", queued])
+    assert cancelled.exit_code == 0 and store.campaigns.state(queued) is CampaignState.CANCELLED
+    again = cli_env.invoke(main, ["campaign", "cancel", queued])
+    assert again.exit_code == 1 and "already cancelled" in again.output
+    assert cli_env.invoke(main, ["campaign", "show", "nope"]).exit_code == 1
+    assert cli_env.invoke(main, ["campaigns", "--limit", "0"]).exit_code == 2
+
+
+def test_follow_watches_a_sending_campaign_until_it_is_done(cli_env, store):
+    campaign_id = make_campaign(store, "cli-follow", CampaignState.SENDING)
+    store.campaigns.set_targeted(campaign_id, 4)
+
+    def send_meanwhile() -> None:
+        """What workers would do while the command watches: progress, then done."""
+        time.sleep(0.3)
+        store.campaigns.add_counts(campaign_id, {"sent": 2}, {})
+        time.sleep(0.3)
+        store.campaigns.add_counts(campaign_id, {"sent": 1, "expired": 1}, {"http_410": 1})
+        store.campaigns.transition(campaign_id, CampaignState.DONE, (CampaignState.SENDING,), stamp="finished_at")
+
+    workers = threading.Thread(target=send_meanwhile)
+    started = time.monotonic()
+    workers.start()
     try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+        result = cli_env.invoke(main, ["campaign", "show", campaign_id, "--follow", "--interval", "0.05"])
+        watched = time.monotonic() - started
+    finally:
+        workers.join()
+    assert result.exit_code == 0, result.output
+    assert watched >= 0.6  # it waited for the campaign to end
+    assert f"campaign {campaign_id}: done" in result.output
+    assert re.search(r"sent\s+3\n", result.output) and re.search(r"expired\s+1\n", result.output)
+    assert "error     http_410: 1" in result.output
 
 
-def _stop_and_check_all_gone(dev: DevProcess, data_dir: Path, timeout: float = 20) -> None:
-    children = dev.tree(data_dir)
-    names = sorted({p.name() for p in children})
-    # gunicorn master + 2 workers, the RQ worker, redis-server: at least 5 processes.
-    assert len(children) >= 5, names
-    assert any("redis-server" in name for name in names), names
-    dev.proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (dev.proc.poll() is None or any(_alive(p) for p in children)):
-        time.sleep(0.1)
-    left = [f"{p.pid} {' '.join(p.cmdline())}" for p in children if _alive(p)]
-    assert dev.proc.poll() is not None, "storypush dev still running after SIGINT"
-    assert not left, f"still running {timeout} s after SIGINT: {left}"
-    assert dev.proc.returncode == 0
-    dev.wait_for_line(r"^stopped", timeout=5)
+def test_subscribers_stats(cli_env, client, store):
+    client.post("/api/v1/subscriptions", json=subscribe_body(topics=["animals", "sport"]))
+    store.count_prompt_event("shown")
+    result = cli_env.invoke(main, ["subscribers", "stats"])
+    assert result.exit_code == 0
+    assert "subscribers  1" in result.output and re.search(r"animals\s+1", result.output)
+    assert "shown 1" in result.output
+
+
+def test_help_explains_the_operator_commands(cli_env):
+    for args in (["campaigns", "--help"], ["campaign", "show", "--help"], ["subscribers", "stats", "--help"]):
+        result = cli_env.invoke(main, args)
+        assert result.exit_code == 0 and len(result.output.splitlines()) > 3
+
+
+# --- storypush dev, end to end ----------------------------------------------------------
 
 
 @pytest.fixture
@@ -293,12 +333,11 @@ def dev_data_dir(tmp_path: Path) -> Iterator[Path]:
 @pytest.mark.slow
 def test_dev_runs_everything_and_ctrl_c_stops_it_all(dev_data_dir: Path):
     body = subscribe_body(topics=["animals", "sport"], locale="en-GB", timezone="Europe/London")
-    port = _free_port()
+    env = _env(dev_data_dir, STORYPUSH_RATE_LIMIT="100000")
 
-    dev = DevProcess(dev_data_dir, port)
-    try:
-        dev.wait_for_line(rf"API\s+http://127\.0\.0\.1:{port}/api/v1/topics")
-        dev.wait_for_line(rf"dashboard\s+http://127\.0\.0\.1:{port}/admin")
+    with running_dev(STORYPUSH, dev_data_dir, env, REPO) as dev:
+        dev.wait_for_line(rf"API\s+http://127\.0\.0\.1:{dev.port}/api/v1/topics")
+        dev.wait_for_line(rf"dashboard\s+http://127\.0\.0\.1:{dev.port}/admin")
         token = dev.wait_for_line(r"admin token").split()[-1]
         assert len(token) >= 16
         dev.wait_for_line(r"Ctrl-C stops everything")
@@ -310,21 +349,14 @@ def test_dev_runs_everything_and_ctrl_c_stops_it_all(dev_data_dir: Path):
         key = requests.get(f"{dev.base}/api/v1/vapid-public-key", timeout=5).json()["publicKey"]
         assert (dev_data_dir / KEY_FILE).exists()
 
-        _stop_and_check_all_gone(dev, dev_data_dir)
-    finally:
-        if dev.proc.poll() is None:
-            dev.kill_tree(dev_data_dir)
+        dev.stop_and_check_all_gone()
 
     # Again on the same data dir: the same Redis data and the same VAPID key.
-    dev = DevProcess(dev_data_dir, port)
-    try:
+    with running_dev(STORYPUSH, dev_data_dir, env, REPO) as dev:
         dev.wait_for_line(r"Ctrl-C stops everything")
         dev.wait_healthy()
         assert requests.get(f"{dev.base}/api/v1/vapid-public-key", timeout=5).json()["publicKey"] == key
         again = requests.post(f"{dev.base}/api/v1/subscriptions", json=body, timeout=5)
         assert again.status_code == 200, again.text  # updated, not created: it was still there
         assert again.json()["id"] == id_
-        _stop_and_check_all_gone(dev, dev_data_dir)
-    finally:
-        if dev.proc.poll() is None:
-            dev.kill_tree(dev_data_dir)
+        dev.stop_and_check_all_gone()

@@ -14,13 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import create_app
-from service.errors import SettingsError
-from service.logs import _StorypushHandler, configure_logging, endpoint_ref
-from service.settings import load_settings
-from service.store.metrics_store import PushTally
-from tests.service.test_admin import BEARER
-from tests.service.test_webhooks import STORY, post
-from tests.workers.test_fanout import drain, publish, subscribe
+from service.logs import _StorypushHandler, configure_logging
+from tests.helpers.admin import BEARER
+from tests.helpers.cms import STORY, post, publish
+from tests.helpers.fanout import drain, subscribe
 
 
 def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -115,40 +112,6 @@ def test_webhook_calls_are_counted_by_outcome(client, webhook_secret):
     assert value(samples, "storypush_webhook_calls_total", outcome="not_found") == 1
 
 
-def test_tally_counts_results_origins_and_buckets():
-    tally = PushTally()
-    tally.add("fcm", "sent", 0.01)  # on a bucket bound: counted in it
-    tally.add("127.0.0.1:8443", "retry", 0.3, "http_429", 429)
-    tally.add(None, "expired", None, "unsubscribed")
-    tally.add("mozilla", "failed", 11.0, "http_403", 403)
-    tally.add("apple", "retry", None, "circuit_open")  # deferred by its lane: no request, no duration
-    assert tally.results == {
-        ("sent", "fcm"): 1,
-        ("retry", "127.0.0.1:8443"): 1,
-        ("expired", "none"): 1,
-        ("failed", "mozilla"): 1,
-        ("retry", "apple"): 1,
-    }
-    assert tally.pushes == 3
-    assert tally.durations == {"0.01": 1, "0.5": 1, "+Inf": 1}
-    assert ("127.0.0.1:8443", "retry", "http_429", 429) in tally.problems
-
-
-def test_histogram_is_cumulative_and_rate_is_a_sliding_minute(store):
-    tally = PushTally()
-    for elapsed in (0.005, 0.02, 0.02, 3.0):
-        tally.add("fcm", "sent", elapsed)
-    now = 1_800_000_030.0  # half-way through a minute
-    store.metrics.record_pushes(tally, now=now - 60)  # previous minute: 4 pushes
-    store.metrics.record_pushes(tally, now=now)  # this minute: 4 more
-    histogram = store.metrics.push_durations()
-    assert dict(histogram.buckets)["0.01"] == 2 and dict(histogram.buckets)["0.025"] == 6
-    assert dict(histogram.buckets)["+Inf"] == histogram.count == 8
-    assert histogram.sum == pytest.approx(2 * 3.045)
-    assert store.metrics.send_rate(now=now) == pytest.approx((4 * 0.5 + 4) / 60)
-    assert store.metrics.pushes() == {("sent", "fcm"): 8}
-
-
 def test_metrics_need_no_auth_but_admin_does(client):
     assert client.get("/metrics").status_code == 200
     assert client.get("/admin/api/overview").status_code == 401
@@ -165,17 +128,3 @@ def test_a_metrics_token_guards_metrics_when_set(settings, vapid_key):
     assert allowed.status_code == 200 and b"storypush_subscribers" in allowed.data
     # The admin token is a different secret: it does not open /metrics.
     assert client.get("/metrics", headers=BEARER).status_code == 401
-
-
-def test_endpoint_ref_is_short_and_stable():
-    endpoint = "https://fcm.googleapis.com/fcm/send/x"
-    assert endpoint_ref(endpoint) == endpoint_ref(endpoint) and len(endpoint_ref(endpoint)) == 12
-    assert "fcm" not in endpoint_ref(endpoint)
-
-
-@pytest.mark.parametrize("name", ["STORYPUSH_METRICS_TOKEN", "STORYPUSH_ADMIN_TOKEN"])
-def test_short_tokens_stop_start_up(name):
-    with pytest.raises(SettingsError) as caught:
-        load_settings({name: "short"})
-    assert caught.value.variable == name
-    assert getattr(load_settings({name: "x" * 16}), name.removeprefix("STORYPUSH_").lower()) == "x" * 16

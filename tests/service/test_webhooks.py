@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from datetime import UTC
 
 import pytest
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
-from standardwebhooks.webhooks import Webhook
 
-from benchmarks.common import WALRUS_STORY
-from workers.queueing import campaign_job_id
-
-STORY = WALRUS_STORY
-
-
-def signed(secret: str, payload: dict, message_id: str | None = None, timestamp: float | None = None):
-    body = json.dumps(payload)
-    message_id = message_id or f"msg_{uuid.uuid4().hex}"
-    when = timestamp if timestamp is not None else time.time()
-    from datetime import datetime
-
-    signature = Webhook(secret).sign(message_id, datetime.fromtimestamp(when, tz=UTC), body)
-    headers = {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(int(when)),
-        "webhook-signature": signature,
-        "content-type": "application/json",
-    }
-    return body, headers
-
-
-def post(client, secret, payload, **kwargs):
-    body, headers = signed(secret, payload, **kwargs)
-    return client.post("/webhooks/cms", data=body, headers=headers)
+from service.queueing import campaign_job_id
+from tests.helpers.cms import STORY, post, signed
 
 
 def test_published_creates_one_queued_campaign(client, webhook_secret, redis_client, settings):

@@ -13,48 +13,12 @@ import pytest
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from tests.service.test_webhooks import STORY, post
+from service.store import keys
+from tests.helpers.cms import STORY, post, publish
+from tests.helpers.fanout import drain, next_job, subscribe
 from workers.jobs import send_batch
 from workers.message import topic_header
 from workers.runner import StorypushWorker
-
-
-def subscribe(client, subscriptions, topics):
-    ids = []
-    for subscription in subscriptions:
-        response = client.post("/api/v1/subscriptions", json={"subscription": subscription, "topics": topics})
-        assert response.status_code == 201, response.get_json()
-        ids.append(int(response.get_json()["id"]))
-    return ids
-
-
-def drain(redis_client, queue_name: str, timeout: float = 30.0) -> None:
-    """Run jobs in this process until nothing is queued or scheduled (scheduled jobs moved when due)."""
-    queue = Queue(queue_name, connection=redis_client)
-    scheduled = ScheduledJobRegistry(queue=queue)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for job_id in scheduled.get_jobs_to_schedule(int(time.time()) + 1):
-            queue.enqueue_job(queue.fetch_job(job_id))
-            scheduled.remove(job_id)
-        if queue.count:
-            StorypushWorker([queue], connection=redis_client).work(burst=True)
-        elif scheduled.count == 0:
-            return
-        else:
-            time.sleep(0.2)
-    raise AssertionError("jobs did not drain in time")
-
-
-def next_job(queue: Queue):
-    """Take the next job off `queue` without a worker (the test then performs it)."""
-    return queue.dequeue_any([queue], None, connection=queue.connection)[0]
-
-
-def publish(app, webhook_secret, story=None):
-    response = post(app.test_client(), webhook_secret, {"type": "story.published", "data": story or STORY})
-    assert response.status_code == 202
-    return response.get_json()["campaign"]
 
 
 def test_every_follower_gets_exactly_one_decryptable_message(fanout, sim, vapid_key, webhook_secret, redis_client):
@@ -174,8 +138,8 @@ def test_rerun_of_a_finished_or_half_done_batch_sends_nothing_twice(
     drain(redis_client, "storypush")
     assert len(sim.messages()) == 10
     # a crashed worker's job run again: every id already has its sent marker
-    store.client.srem(f"sp:c:{campaign}:units", "0")
-    store.client.hset(f"sp:c:{campaign}", "state", "sending")
+    store.client.srem(keys.campaign_units_done(campaign), "0")
+    store.client.hset(keys.campaign(campaign), "state", "sending")
     send_batch(campaign, 0, max(ids) + 8)
     assert len(sim.messages()) == 10
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import redis
 
-from benchmarks.common import WALRUS_STORY
 from service import create_app
 from service.embedded_redis import ensure_embedded_redis
-from tests.service.test_webhooks import post
-from tests.workers.test_fanout import drain, subscribe
+from service.store import keys
+from tests.helpers.cms import publish
+from tests.helpers.fanout import drain, subscribe
 from workers.runtime import Runtime, set_runtime
 
 
@@ -21,13 +21,12 @@ def test_fan_out_with_store_and_queue_on_different_servers(
         app = create_app(settings)
         set_runtime(Runtime(settings))
         subscribe(app.test_client(), sim.mint(12, vapid_key.public_bytes), ["animals"])
-        response = post(app.test_client(), webhook_secret, {"type": "story.published", "data": WALRUS_STORY})
-        campaign = response.get_json()["campaign"]
+        campaign = publish(app, webhook_secret)
         drain(redis_client, "storypush")
         assert len(sim.messages()) == 12
         store_client = redis.Redis.from_url(store_server.url)
-        assert store_client.exists(f"sp:c:{campaign}") and store_client.get("sp:sub:count") == b"12"
-        assert not redis_client.keys("sp:*")  # nothing of the store on the queue server
+        assert store_client.exists(keys.campaign(campaign)) and store_client.get(keys.SUBSCRIPTION_COUNT) == b"12"
+        assert not redis_client.keys(keys.PREFIX + "*")  # nothing of the store on the queue server
         assert not store_client.keys("rq:*")  # and no jobs on the store server
         assert app.extensions["storypush"].store.campaigns.get(campaign)["state"] == "done"
         store_client.close()

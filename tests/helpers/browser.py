@@ -1,4 +1,4 @@
-"""Helpers for the real-browser tests: browser settings, page stubs, a recording live server."""
+"""For the real-browser tests: browser settings, page stubs, a recording live server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Jobs for tests that need RQ to run something: importable by any worker, like rq's `tests/fixtures.py`."""
+"""Jobs for tests that need RQ to run something: importable by any worker by their dotted path."""
 
 from __future__ import annotations
 
