@@ -178,7 +178,7 @@ def test_overview_shape(client, store, redis_client, settings):
         body = client.get("/admin/api/overview", headers=BEARER).get_json()
     finally:
         worker.register_death()
-    assert set(body) == {"subscribers", "queues", "workers", "send_rate", "prompt_funnel"}
+    assert set(body) == {"subscribers", "queues", "workers", "send_rate", "push_services", "prompt_funnel"}
     assert body["subscribers"]["total"] == 2
     assert body["subscribers"]["by_topic"]["animals"] == 2 and body["subscribers"]["by_topic"]["sport"] == 1
     assert body["queues"] == [

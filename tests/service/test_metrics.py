@@ -9,12 +9,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import create_app
 from service.logs import _StorypushHandler, configure_logging
+from service.store import keys
 from tests.helpers.admin import BEARER
 from tests.helpers.cms import STORY, post, publish
 from tests.helpers.fanout import drain, subscribe
@@ -128,3 +130,47 @@ def test_a_metrics_token_guards_metrics_when_set(settings, vapid_key):
     assert allowed.status_code == 200 and b"storypush_subscribers" in allowed.data
     # The admin token is a different secret: it does not open /metrics.
     assert client.get("/metrics", headers=BEARER).status_code == 401
+
+
+def test_push_service_lanes_on_the_dashboard_and_in_metrics(client, store):
+    """Workers report their lanes; the overview and /metrics show per origin the worst
+    state, summed limits and queues, and event counts, dropping workers gone quiet."""
+    metrics = store.metrics
+    lane = {"origin": "fcm", "state": "open", "limit": 40, "in_flight": 10, "queued": 5}
+    metrics.report_lanes("worker-1", [lane])
+    metrics.report_lanes(
+        "worker-2",
+        [
+            {**lane, "state": "throttled", "limit": 8, "in_flight": 0, "queued": 30},
+            {"origin": "apple", "state": "circuit_open", "limit": 1, "in_flight": 0, "queued": 0},
+        ],
+    )
+    metrics.report_lanes("worker-gone", [{**lane, "limit": 999}], now=time.time() - 60)
+    metrics.record_lane_events({("fcm", "throttled"): 12, ("apple", "unreachable"): 5, ("apple", "circuit_opened"): 1})
+    metrics.record_lane_events({("mozilla", "throttled"): 2, ("fcm", "throttled"): 1})
+    rows = {row["origin"]: row for row in client.get("/admin/api/overview", headers=BEARER).get_json()["push_services"]}
+    assert rows["fcm"] == {
+        "origin": "fcm",
+        "state": "throttled",
+        "workers": {"open": 1, "throttled": 1},
+        "limit": 48,
+        "in_flight": 10,
+        "queued": 35,
+        "throttled": 13,
+        "unreachable": 0,
+        "circuit_opened": 0,
+    }
+    assert (rows["apple"]["state"], rows["apple"]["unreachable"], rows["apple"]["circuit_opened"]) == (
+        "circuit_open",
+        5,
+        1,
+    )
+    assert (rows["mozilla"]["state"], rows["mozilla"]["throttled"]) == ("idle", 2)  # no worker sends there now
+    samples = scrape(client)
+    assert value(samples, "storypush_lane_limit", origin="fcm") == 48
+    assert value(samples, "storypush_lane_queued", origin="fcm") == 35
+    assert value(samples, "storypush_lane_state", origin="apple", state="circuit_open") == 1
+    assert value(samples, "storypush_lane_state", origin="fcm", state="open") == 1
+    assert value(samples, "storypush_lane_events_total", origin="fcm", event="throttled") == 13
+    assert value(samples, "storypush_lane_events_total", origin="apple", event="circuit_opened") == 1
+    assert "worker-gone" not in {k.decode() for k in store.client.hkeys(keys.LANE_REPORTS)}
