@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from service.endpoints import parse_endpoint
 from service.subscriptions import Subscription
 
 from .message import PushHeaders
@@ -89,11 +90,18 @@ def classify(status: int, retry_after: str | None, now: float) -> Result:
 
 
 def split_endpoint(endpoint: str) -> tuple[str, str]:
-    """(host[:port], path?query) of an https endpoint; the API only stores https URLs
-    without credentials, so a partition is enough (urlsplit cost 3 % of a push)."""
-    netloc, slash, rest = endpoint.removeprefix("https://").partition("/")
-    netloc, question, query = netloc.partition("?")
-    return netloc, (slash + rest) if slash else ("/" + question + query)
+    """(authority, path?query) to send `endpoint` to, from `service.endpoints.parse_endpoint`:
+    the parser the API validated it with, against this worker's STORYPUSH_PUSH_HOSTS, so the
+    sender connects to exactly the host the validator approved and to nothing it refuses now.
+
+    Raises:
+        InvalidEndpoint: a ValueError, so the batch counts the push failed: an endpoint stored
+            before a rule tightened, or on an extra host the operator has since removed.
+    """
+    from .runtime import runtime  # the worker's settings; runtime.py imports this module
+
+    parsed = parse_endpoint(endpoint, runtime().settings.push_hosts)
+    return parsed.authority, parsed.path
 
 
 class _Connection(asyncio.Protocol):

@@ -12,6 +12,7 @@ from service.vapid import b64url_decode
 from tests.helpers import TEST_SUBJECT
 from workers.delivery import HttpSender, Outcome
 from workers.message import PushHeaders
+from workers.runtime import Runtime, set_runtime
 from workers.webpush import VapidHeaders
 
 HEADERS = PushHeaders(ttl=60, urgency="high", topic="A" * 32)
@@ -22,19 +23,28 @@ def _subscription(data: dict) -> Subscription:
     return Subscription(data["endpoint"], b64url_decode(keys["p256dh"]), b64url_decode(keys["auth"]))
 
 
+def _allow(settings, *simulators) -> None:
+    """Install a worker runtime whose STORYPUSH_PUSH_HOSTS lists `simulators` (the sender checks them)."""
+    hosts = tuple(s.origin.removeprefix("https://") for s in simulators)
+    set_runtime(Runtime(settings.with_overrides(push_hosts=hosts)))
+
+
 @pytest.fixture
-def sender(sim, vapid_key):
+def sender(sim, vapid_key, settings):
+    _allow(settings, sim)
     sender = HttpSender(VapidHeaders(vapid_key.private_key, TEST_SUBJECT), max_in_flight=10, read_timeout=2)
     yield sender
     sender.close()
+    set_runtime(None)
 
 
 def _run(coro):
     return asyncio.new_event_loop().run_until_complete(coro)
 
 
-def test_a_throttled_origin_is_held_back_and_others_are_not(sim, sender, vapid_key):
+def test_a_throttled_origin_is_held_back_and_others_are_not(sim, sender, vapid_key, settings):
     with PushSimulator() as other:
+        _allow(settings, sim, other)
         throttled = [_subscription(s) for s in sim.mint(2, vapid_key.public_bytes)]
         fine = _subscription(other.mint(1, vapid_key.public_bytes)[0])
         sim.fail(throttled[0].endpoint, [429], retry_after="120")

@@ -106,18 +106,3 @@ def test_retry_after_seconds_and_http_date():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 60) == 60
     assert parse_retry_after("soon", 0) is None
     assert classify(429, "30", 0).retry_after == 30
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "expected"),
-    [
-        ("https://fcm.googleapis.com/fcm/send/abc:def", ("fcm.googleapis.com", "/fcm/send/abc:def")),
-        ("https://127.0.0.1:8443/push/x?y=1", ("127.0.0.1:8443", "/push/x?y=1")),
-        ("https://wns2-by3p.notify.windows.com?token=a", ("wns2-by3p.notify.windows.com", "/?token=a")),
-        ("https://[::1]:8443/p", ("[::1]:8443", "/p")),
-    ],
-)
-def test_split_endpoint(endpoint, expected):
-    from workers.delivery import split_endpoint
-
-    assert split_endpoint(endpoint) == expected
