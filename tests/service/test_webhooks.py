@@ -153,7 +153,8 @@ def test_a_whole_article_is_accepted_and_cut_to_what_a_push_carries(client, webh
     8 KiB) is a 202, not a 413 the CMS would retry forever; title and body are cut with "…"."""
     title, body = "Walrus " * 500, "The director said it was the hardest thing. " * 205
     assert len(body) > 9000 and len((title + body).encode()) > 8 * 1024
-    response = post(client, webhook_secret, {"type": "story.published", "data": {**STORY, "title": title, "body": body}})
+    story = {**STORY, "title": title, "body": body}
+    response = post(client, webhook_secret, {"type": "story.published", "data": story})
     assert response.status_code == 202, response.get_json()
     story = store.campaigns.story(response.get_json()["campaign"])
     for field, text in (("title", title), ("body", body)):
