@@ -23,8 +23,10 @@ from werkzeug.wrappers import Response as BaseResponse
 from . import metrics
 from .errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
 from .http import bearer_token, same_secret, token_matches
+from .openapi import build_admin_openapi
 from .state import current_state
 from .store.campaign_store import FINAL_STATES, CampaignState
+from .validation import MAX_CAMPAIGNS, MAX_RATE_MINUTES
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 
@@ -35,7 +37,6 @@ SESSION_MAX_AGE = 12 * 3600
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.login_submit"})
-MAX_CAMPAIGNS = 500
 DISABLED = "admin is disabled: STORYPUSH_ADMIN_TOKEN is not set"
 # Scripts and styles only from our own origin: no inline JS for an injected string to become.
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -229,8 +230,14 @@ def cancel_campaign(campaign_id: str) -> Response:
 @bp.get("/api/send-rate")
 def send_rate() -> Response:
     """Pushes per second per minute for the chart (`minutes` 1..120, default 60)."""
-    buckets = current_state().store.metrics.rate_buckets(_whole_number("minutes", 60, 120))
+    buckets = current_state().store.metrics.rate_buckets(_whole_number("minutes", 60, MAX_RATE_MINUTES))
     return jsonify({"points": [{"minute": start, "rate": round(count / 60, 3)} for start, count in buckets]})
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    """This API's OpenAPI 3 document."""
+    return jsonify(build_admin_openapi())
 
 
 def _queues() -> tuple[Any, list[str]]:

@@ -29,6 +29,9 @@ from .subscriptions import Subscription
 from .vapid import b64url_decode
 
 MAX_TOPICS = 32
+# Query bounds of the operator API: campaigns listed, minutes of send rate charted.
+MAX_CAMPAIGNS = 500
+MAX_RATE_MINUTES = 120
 # How far ahead a story may be scheduled; beyond that `send_at` is a typo (ms for s?).
 MAX_SCHEDULE_AHEAD = 366 * 86400
 # Four URLs of this size, the id and the JSON framing still leave room in the
