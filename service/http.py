@@ -63,11 +63,11 @@ def _finite_float(text: str) -> float:
 def read_json() -> object:
     """The request body as strict JSON, or a 400/413 `ApiError` (never a 500).
 
-    Beyond `json.loads`: the body must be UTF-8 (RFC 8259), NaN, Infinity and numbers too large for a float are
-    refused (not JSON, or no timestamp or counter can hold them), nesting deep enough to exhaust the stack and
-    integers over Python's 4,300-digit limit are a 400, and so is a lone UTF-16
-    surrogate escape (`"\\ud800"`), which no Redis write or UTF-8 payload can hold.
-    Duplicate keys keep the last value, as in `json.loads`.
+    Beyond `json.loads`, also a 400: a body that is not UTF-8 (RFC 8259); NaN,
+    Infinity and numbers too large for a float (not JSON, or no timestamp or
+    counter can hold them); nesting deep enough to exhaust the stack; integers over
+    Python's 4,300-digit limit; a lone UTF-16 surrogate escape (`"\\ud800"`), which
+    no Redis write or UTF-8 payload can hold. Duplicate keys keep the last value.
     """
     raw = raw_body()
     try:
