@@ -49,6 +49,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(metrics.bp)
-    document = build_openapi()
+    document = build_openapi([topic.id_ for topic in settings.topics])
     app.add_url_rule("/api/openapi.json", "openapi", lambda: jsonify(document))
     return app

@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, send_from_directory, url_for
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import queueing
 from .errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
-from .http import bearer_token, client_id, same_secret
+from .http import bearer_token, same_secret, token_matches
+from .openapi import build_admin_openapi
 from .state import current_state
 from .store.campaign_store import FINAL_STATES, CampaignState
-from .store.rate_limit import RateSlot
+from .validation import MAX_CAMPAIGNS, MAX_RATE_MINUTES
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 
@@ -36,9 +37,6 @@ SESSION_MAX_AGE = 12 * 3600
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset({"admin.login", "admin.login_submit"})
-# Sign-in attempts per client per minute: a token can't be guessed, but don't invite trying.
-LOGIN_ATTEMPTS_PER_MINUTE = 10
-MAX_CAMPAIGNS = 500
 DISABLED = "admin is disabled: STORYPUSH_ADMIN_TOKEN is not set"
 # Scripts and styles only from our own origin: no inline JS for an injected string to become.
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -58,7 +56,7 @@ def _session(admin_token: str) -> dict[str, Any] | None:
         return None
     try:
         data = _serializer(admin_token).loads(raw, max_age=SESSION_MAX_AGE)
-    except BadSignature:  # also covers an expired signature
+    except BadData:  # a bad or expired signature, or a payload that does not load
         return None
     return data if isinstance(data, dict) and isinstance(data.get("csrf"), str) else None
 
@@ -86,7 +84,7 @@ def _authorize() -> BaseResponse | None:
         return _refuse(DISABLED)
     bearer = bearer_token()
     if bearer is not None:
-        if not same_secret(bearer, admin_token):
+        if not token_matches(bearer, admin_token):
             raise Unauthorized("wrong admin token")
         g.admin_auth = "bearer"
         return None
@@ -121,10 +119,8 @@ def login() -> tuple[str, int]:
 @bp.post("/login")
 def login_submit() -> BaseResponse | tuple[str, int]:
     """Check the token; on success set the session cookie and go to the dashboard."""
-    state = current_state()
-    admin_token = state.settings.admin_token
-    state.store.hit_rate_limit(RateSlot.current(f"admin-login:{client_id()}", LOGIN_ATTEMPTS_PER_MINUTE))
-    if admin_token is None or not same_secret(request.form.get("token", ""), admin_token):
+    admin_token = current_state().settings.admin_token
+    if admin_token is None or not token_matches(request.form.get("token", ""), admin_token):
         error = DISABLED if admin_token is None else "wrong token"
         return render_template("admin/login.html", error=error, disabled=admin_token is None), 401
     target = request.args.get("next", "")
@@ -193,18 +189,21 @@ def overview() -> Response:
     )
 
 
-def _limit(raw: str | None, default: int = 50) -> int:
+def _whole_number(name: str, default: int, high: int) -> int:
+    """Query argument `name` as a whole number from 1 to `high`, else a 422 naming it.
+    ASCII digits only: `str.isdigit` also takes "²", which `int` then refuses."""
+    raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_CAMPAIGNS:
-        raise InvalidField(f"limit must be a whole number from 1 to {MAX_CAMPAIGNS}", field="limit")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= high):
+        raise InvalidField(f"{name} must be a whole number from 1 to {high}", field=name)
     return int(raw)
 
 
 @bp.get("/api/campaigns")
 def campaigns() -> Response:
     """Campaigns, newest first (`limit` 1..500, default 50)."""
-    limit = _limit(request.args.get("limit"))
+    limit = _whole_number("limit", 50, MAX_CAMPAIGNS)
     return jsonify({"campaigns": current_state().store.campaigns.list(limit)})
 
 
@@ -232,11 +231,14 @@ def cancel_campaign(campaign_id: str) -> Response:
 @bp.get("/api/send-rate")
 def send_rate() -> Response:
     """Pushes per second per minute for the chart (`minutes` 1..120, default 60)."""
-    raw = request.args.get("minutes", "60")
-    if not raw.isdigit() or not 1 <= int(raw) <= 120:
-        raise InvalidField("minutes must be a whole number from 1 to 120", field="minutes")
-    buckets = current_state().store.metrics.rate_buckets(int(raw))
+    buckets = current_state().store.metrics.rate_buckets(_whole_number("minutes", 60, MAX_RATE_MINUTES))
     return jsonify({"points": [{"minute": start, "rate": round(count / 60, 3)} for start, count in buckets]})
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    """This API's OpenAPI 3 document."""
+    return jsonify(build_admin_openapi())
 
 
 def _queues() -> tuple[Any, list[str]]:

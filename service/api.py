@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from . import receipts
-from .errors import Forbidden, NotFound
+from .errors import ApiError, Forbidden, NotFound
 from .http import client_id, parse_body
 from .state import current_state
 from .store.rate_limit import RateSlot
@@ -15,16 +15,25 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
 def _rate_slot() -> RateSlot:
-    return RateSlot.current(client_id(), current_state().settings.rate_limit_per_minute)
+    return RateSlot.current("api", client_id(), current_state().settings.rate_limit_per_minute)
+
+
+def _new_subscription_slot() -> RateSlot:
+    return RateSlot.current(
+        "new-subscriptions",
+        "all",
+        current_state().settings.new_subscriptions_per_minute,
+        message="too many new subscriptions across all readers right now; try again later",
+    )
 
 
 def _rate_limit() -> None:
-    current_state().store.hit_rate_limit(_rate_slot())
+    current_state().store.rate_limiter.hit(_rate_slot())
 
 
 def _validation_context() -> dict:
     state = current_state()
-    return {"push_hosts": state.push_hosts, "topics": state.store.topic_ids}
+    return {"push_hosts": state.settings.push_hosts, "topics": state.store.topic_ids}
 
 
 @bp.get("/vapid-public-key")
@@ -42,9 +51,14 @@ def topics() -> Response:
 @bp.post("/subscriptions")
 def subscribe() -> tuple[Response, int]:
     """Create or update (same endpoint) a subscription."""
-    body = parse_body(SubscribeRequest, **_validation_context())
-    # The rate limit is counted inside the upsert: one Redis round trip.
-    id_, created = current_state().store.subscriptions.upsert(body.to_subscription(), rate=_rate_slot())
+    try:
+        body = parse_body(SubscribeRequest, **_validation_context())
+    except ApiError:
+        _rate_limit()  # a refused body counts too (a 429 once over), or junk could flood us freely
+        raise
+    # Both limits are counted inside the upsert: one Redis round trip.
+    subscriptions = current_state().store.subscriptions
+    id_, created = subscriptions.upsert(body.to_subscription(), rate=_rate_slot(), ceiling=_new_subscription_slot())
     return jsonify({"id": str(id_)}), 201 if created else 200
 
 

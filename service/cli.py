@@ -143,7 +143,7 @@ def publish(**options: object) -> None:
 
     from . import publishing
     from .state import AppState
-    from .stories import StoryData
+    from .validation import StoryData
 
     settings = _settings()
     state = AppState(settings)

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from rq import Worker
 
 from .errors import Unauthorized
-from .http import bearer_token, same_secret
+from .http import bearer_token, token_matches
 from .queueing import queue_counts, queue_names
 from .state import AppState, current_state
 from .store import Store
@@ -126,6 +126,6 @@ def metrics() -> Response:
     is set: then only with that bearer token (Prometheus's `authorization` scrape setting)."""
     state = current_state()
     expected = state.settings.metrics_token
-    if expected is not None and not same_secret(bearer_token() or "", expected):
+    if expected is not None and not token_matches(bearer_token(), expected):
         raise Unauthorized("metrics need the bearer token STORYPUSH_METRICS_TOKEN")
     return Response(render_metrics(state), content_type=CONTENT_TYPE_LATEST)

@@ -14,20 +14,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .endpoints import InvalidEndpoint, check_host_entry
 from .errors import SettingsError
 from .targeting import MAX_FREQUENCY_CAP, Targeting, parse_quiet_hours
 from .topics import Topic, parse_topics
 
 DEV_VAPID_SUBJECT = "mailto:dev@example.com"
-
-# The real push services browsers hand out endpoints for. An endpoint host must
-# equal one of these or be a subdomain of one (parsed host, not a URL pattern).
-BUILTIN_PUSH_HOSTS: tuple[str, ...] = (
-    "fcm.googleapis.com",
-    "updates.push.services.mozilla.com",
-    "push.apple.com",
-    "notify.windows.com",
-)
 
 # Domains that can never receive mail or be a contact: Apple answers 403 to them.
 _NOT_REAL_DOMAINS = ("localhost", "local", "localdomain", "invalid", "test", "example.invalid")
@@ -74,12 +66,10 @@ def check_vapid_subject(subject: str) -> str | None:
 
 
 def _check_push_host(entry: str) -> str:
-    host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-    if port and not port.isdigit():
-        raise SettingsError("STORYPUSH_PUSH_HOSTS", f"bad port in {entry!r}")
-    if not (host or entry):
-        raise SettingsError("STORYPUSH_PUSH_HOSTS", "empty host")
-    return entry.lower()
+    try:
+        return check_host_entry(entry)
+    except InvalidEndpoint as exc:
+        raise SettingsError("STORYPUSH_PUSH_HOSTS", f"has a bad entry {entry!r}: {exc}") from None
 
 
 def _check_webhook_secret(raw: str | None) -> str | None:
@@ -109,8 +99,10 @@ class Settings:
     metrics_token: str | None = None
     allowed_origins: tuple[str, ...] = ()
     push_hosts: tuple[str, ...] = ()
-    # Writes per client per minute on the browser API.
+    # Writes per client (IPv4 address or IPv6 /64) per minute on the browser API.
     rate_limit_per_minute: int = 60
+    # New subscriptions per minute across all clients (0: no ceiling); see README "Security".
+    new_subscriptions_per_minute: int = 6000
     # Trust this many reverse proxies' X-Forwarded-For when identifying a client.
     trusted_proxies: int = 0
     batch_size: int = 500
@@ -155,6 +147,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allowed_origins=tuple(o.rstrip("/") for o in _csv(env.get("STORYPUSH_ALLOWED_ORIGINS"))),
         push_hosts=tuple(_check_push_host(h) for h in _csv(env.get("STORYPUSH_PUSH_HOSTS"))),
         rate_limit_per_minute=_int(env, "STORYPUSH_RATE_LIMIT", 60),
+        new_subscriptions_per_minute=_int(env, "STORYPUSH_NEW_SUBSCRIPTIONS_PER_MINUTE", 6000, minimum=0),
         trusted_proxies=_int(env, "STORYPUSH_TRUSTED_PROXIES", 0, minimum=0),
         batch_size=_int(env, "STORYPUSH_BATCH_SIZE", 500),
         max_in_flight=_int(env, "STORYPUSH_MAX_IN_FLIGHT", 2000),

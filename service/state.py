@@ -13,9 +13,8 @@ from flask import current_app
 from rq import Queue
 
 from .receipts import receipt_key
-from .settings import BUILTIN_PUSH_HOSTS, Settings
+from .settings import Settings
 from .store import WEB_PATIENCE, Store, connect, open_store, resolve_redis_urls
-from .validation import PushHostPolicy
 from .vapid import VapidKey, require_key
 
 
@@ -51,10 +50,6 @@ class AppState:
     @cached_property
     def receipt_key(self) -> bytes:
         return receipt_key(self.vapid_key)
-
-    @cached_property
-    def push_hosts(self) -> PushHostPolicy:
-        return PushHostPolicy(BUILTIN_PUSH_HOSTS, self.settings.push_hosts)
 
 
 def current_state() -> AppState:

@@ -1,73 +1,43 @@
-"""Request bodies of the browser API: the schemas that validate them also feed OpenAPI.
+"""Request bodies of the browser API and the CMS webhook: the pydantic models that
+validate them at the edge, and that also feed the OpenAPI document.
 
 A subscription is accepted only if it is a real subscription to a real push
-service: https on 443 to an allowed host (parsed, never pattern-matched on the
-whole URL), no IP literals or credentials, keys that are a P-256 point and a
-16-byte secret. pywebpush would encrypt to a 1-byte auth secret; we refuse it.
+service: its endpoint passes `service.endpoints.parse_endpoint` (the parser the
+sender uses too), its keys are a P-256 point and a 16-byte secret. pywebpush
+would encrypt to a 1-byte auth secret; we refuse it.
+
+A story's title and body are cut (with an ellipsis) to what a push can carry,
+never refused for their length: a CMS that sends a whole article still gets its
+story out (CONTRACT.md: "longer texts are cut, never refused").
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from typing import Annotated
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+import math
+import time
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from .endpoints import MAX_ENDPOINT_LENGTH, InvalidEndpoint, parse_endpoint
+from .push_text import cut_to_bytes
 from .subscriptions import Subscription
 from .vapid import b64url_decode
-from .vocabulary import PromptEventType, ReceiptType
+from .vocabulary import DEFAULT_TTL, DEFAULT_URGENCY, PromptEventType, ReceiptType, Urgency
 
-MAX_ENDPOINT_LENGTH = 1024
-_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 MAX_TOPICS = 32
-
-
-class PushHostPolicy:
-    """Which push-service hosts an endpoint may point at."""
-
-    def __init__(self, builtin: tuple[str, ...], extra: tuple[str, ...] = ()):
-        self.builtin = tuple(h.lower() for h in builtin)
-        # Extra entries are exact host[:port] (tests add 127.0.0.1:PORT).
-        self.extra = frozenset(h.lower() for h in extra)
-
-    def check(self, endpoint: str) -> str | None:
-        """Return why `endpoint` is refused, or None if it is allowed."""
-        if len(endpoint) > MAX_ENDPOINT_LENGTH:
-            return f"is longer than {MAX_ENDPOINT_LENGTH} characters"
-        if _SPACE_OR_CONTROL.search(endpoint):
-            return "contains whitespace or control characters"
-        try:
-            parts = urlsplit(endpoint)
-            port = parts.port
-        except ValueError:
-            return "is not a valid URL"
-        host = (parts.hostname or "").lower()
-        if parts.scheme != "https":
-            return "must be an https:// URL"
-        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-            return "must not contain credentials"
-        if not host:
-            return "has no host"
-        if parts.fragment:
-            return "must not have a fragment"
-        authority = f"{host}:{port}" if port is not None else host
-        if authority in self.extra or (port is None and f"{host}:443" in self.extra):
-            return None
-        if port not in (None, 443):
-            return "must use port 443"
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            pass
-        else:
-            return "must not be an IP address"
-        if not any(host == allowed or host.endswith("." + allowed) for allowed in self.builtin):
-            return f"host {host} is not a known push service"
-        return None
+# Query bounds of the operator API: campaigns listed, minutes of send rate charted.
+MAX_CAMPAIGNS = 500
+MAX_RATE_MINUTES = 120
+# How far ahead a story may be scheduled; beyond that `send_at` is a typo (ms for s?).
+MAX_SCHEDULE_AHEAD = 366 * 86400
+# Four URLs of this size, the id and the JSON framing still leave room in the
+# 2,600-byte push payload for a title and body.
+MAX_URL = 512
 
 
 def _decode_point(value: str) -> bytes:
@@ -123,12 +93,10 @@ class PushSubscriptionJson(BaseModel):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str, info: ValidationInfo) -> str:
-        policy: PushHostPolicy | None = (info.context or {}).get("push_hosts")
-        if policy is None:
-            raise ValueError("no push host policy configured")
-        problem = policy.check(value)
-        if problem:
-            raise ValueError(problem)
+        try:
+            parse_endpoint(value, (info.context or {}).get("push_hosts", ()))
+        except InvalidEndpoint as exc:
+            raise ValueError(str(exc)) from None
         return value
 
 
@@ -140,13 +108,18 @@ def _check_topics(value: list[str], info: ValidationInfo) -> list[str]:
     return list(dict.fromkeys(value))
 
 
+@cache
+def _time_zones() -> frozenset[str]:
+    """The IANA zone names this machine knows: a set lookup, so no name ever reaches the
+    file system (`ZoneInfo("America")` raises IsADirectoryError, not ValueError)."""
+    return frozenset(available_timezones())
+
+
 def _check_timezone(value: str | None) -> str | None:
     if value is None:
         return None
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("is not an IANA time zone") from None
+    if value not in _time_zones():
+        raise ValueError("is not an IANA time zone")
     return value
 
 
@@ -196,3 +169,60 @@ class ReceiptEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: ReceiptType
     receipt: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+# -- the CMS webhook ------------------------------------------------------------------
+
+HttpUrl = Annotated[str, Field(max_length=MAX_URL, pattern=r"^https?://[^\s]+$")]
+
+
+class StoryData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")]
+    title: Annotated[str, Field(min_length=1)]
+    body: str = ""
+    url: HttpUrl
+    image: HttpUrl | None = None
+    icon: HttpUrl | None = None
+    badge: HttpUrl | None = None
+    topics: Annotated[list[str], Field(min_length=1, max_length=MAX_TOPICS)]
+    send_at: datetime | float | None = None
+    ttl: Annotated[int, Field(ge=60, le=28 * 86400)] = DEFAULT_TTL
+    urgency: Urgency = DEFAULT_URGENCY
+
+    _topics = field_validator("topics")(_check_topics)
+
+    @field_validator("title", "body")
+    @classmethod
+    def _cut(cls, value: str) -> str:
+        return cut_to_bytes(value)
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: datetime | float | None) -> datetime | float | None:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("must include a time zone (e.g. 2026-11-28T09:00:00Z)")
+        when = value.timestamp() if isinstance(value, datetime) else value
+        if when is not None and not (math.isfinite(when) and when <= time.time() + MAX_SCHEDULE_AHEAD):
+            raise ValueError("must be Unix seconds or ISO 8601 at most a year ahead")
+        return value
+
+    def send_at_timestamp(self) -> float | None:
+        if self.send_at is None:
+            return None
+        return self.send_at.timestamp() if isinstance(self.send_at, datetime) else float(self.send_at)
+
+    def as_story(self) -> dict[str, Any]:
+        """The fields a campaign keeps (send_at lives on the campaign itself)."""
+        return self.model_dump(exclude={"send_at"}, exclude_none=True)
+
+
+class StoryRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class StoryEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["story.published", "story.updated", "story.unpublished"]
+    data: dict[str, Any]

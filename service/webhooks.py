@@ -10,13 +10,21 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from . import publishing
 from .errors import NotFound, Unauthorized
-from .http import parse_model, read_json
+from .http import parse_model, raw_body, read_json
 from .state import current_state
-from .stories import StoryData, StoryEvent, StoryRef
+from .validation import StoryData, StoryEvent, StoryRef
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 _OUTCOME_BY_STATUS = {401: "unauthorized", 404: "not_found"}
+# A CMS sends whole articles (the browser API's 8 KiB would refuse them); title and
+# body are then cut to what a push carries (validation.StoryData).
+MAX_BODY_BYTES = 256 * 1024
+
+
+@bp.before_request
+def _body_limit() -> None:
+    request.max_content_length = MAX_BODY_BYTES
 
 
 @bp.after_request
@@ -37,9 +45,11 @@ def _verified_body() -> bytes:
     secret = current_state().settings.webhook_secret
     if not secret:
         raise Unauthorized("webhook secret not configured; refusing all calls")
-    body = request.get_data(cache=True)
+    body = raw_body()
     try:
         Webhook(secret).verify(body, dict(request.headers), json_parse=False)
+    except UnicodeDecodeError:  # the library verifies text only
+        raise Unauthorized("webhook body is not UTF-8, so its signature cannot be checked") from None
     except (WebhookVerificationError, ValueError) as exc:
         raise Unauthorized(f"bad webhook signature: {exc}") from None
     return body

@@ -114,12 +114,6 @@ def classify(status: int, retry_after: str | None, now: float) -> tuple[Result, 
     return Result(Outcome.FAILED, f"http_{status}", status, refusal=status != 413), Signal.ANSWERED
 
 
-def split_endpoint(endpoint: str, extra_hosts: tuple[str, ...] = ()) -> tuple[str, str]:
-    """(host[:port], path?query) of an endpoint, as the sender connects to it."""
-    parsed = parse_endpoint(endpoint, extra_hosts)
-    return parsed.authority, parsed.path
-
-
 class _Connection(asyncio.Protocol):
     """One kept-alive HTTP/1.1 connection; one request at a time."""
 
@@ -271,10 +265,19 @@ class HttpSender:
             lane.on_evict = forget
         return pool
 
+    def route(self, endpoint: str) -> PushEndpoint:
+        """Where a push to `endpoint` goes (host and port connected to, path requested), by
+        the same parser and host rules the API validated it with.
+
+        Raises:
+            InvalidEndpoint: the endpoint is not (or no longer) an allowed push service.
+        """
+        return parse_endpoint(endpoint, self.push_hosts)
+
     async def send(self, subscription: Subscription, plaintext: bytes, headers: PushHeaders) -> Result:
         try:
-            endpoint = parse_endpoint(subscription.endpoint, self.push_hosts)
-        except InvalidEndpoint as exc:  # stored before the host rules tightened
+            endpoint = self.route(subscription.endpoint)
+        except InvalidEndpoint as exc:  # stored before the host rules tightened: nothing is sent
             return Result(Outcome.FAILED, f"endpoint_{exc.reason}", refusal=True)
         lane = self.lanes.lane(endpoint.origin, endpoint.label)
         pool = self._pool(lane, endpoint)

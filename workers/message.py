@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.push_text import MAX_PAYLOAD_BYTES, cut
 from service.vocabulary import DEFAULT_TTL, DEFAULT_URGENCY
 
-MAX_PAYLOAD_BYTES = 2600
-ELLIPSIS = "…"
 # Room kept for the per-subscriber receipt (campaign id, hex id, MAC).
 RECEIPT_ROOM = 64
 
@@ -32,18 +31,6 @@ def topic_header(story_id: str) -> str:
 
 def _dump(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _cut(text: str, fits: Any) -> str:
-    """The longest prefix of `text` (plus an ellipsis) for which `fits` holds."""
-    low, high = 0, len(text)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if fits(text[:middle] + ELLIPSIS):
-            low = middle
-        else:
-            high = middle - 1
-    return text[:low] + ELLIPSIS if low else ""
 
 
 @dataclass(frozen=True)
@@ -78,9 +65,9 @@ def build_template(campaign_id: str, story: Mapping[str, Any]) -> MessageTemplat
         return len(_dump({**message, **changes})) <= budget
 
     if not fits_with():
-        message["body"] = _cut(message["body"], lambda body: fits_with(body=body))
+        message["body"] = cut(message["body"], lambda body: fits_with(body=body))
     if not fits_with():
-        message["title"] = _cut(message["title"], lambda title: fits_with(title=title))
+        message["title"] = cut(message["title"], lambda title: fits_with(title=title))
     if not fits_with():
         raise ValueError("story fields other than title and body exceed the push payload limit")
     head, _, tail = _dump(message).partition(marker.encode())

@@ -15,7 +15,6 @@ import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..errors import RateLimited
 from ..settings import Settings
 from ..topics import Topic
 from ..vocabulary import PromptEventType
@@ -23,7 +22,7 @@ from . import keys
 from .campaign_store import AudienceStore, CampaignStore
 from .frequency_cap import FrequencyCapStore
 from .metrics_store import MetricsStore
-from .rate_limit import RateSlot
+from .rate_limit import RateLimiter
 from .subscription_store import SubscriptionStore
 
 
@@ -108,20 +107,12 @@ class Store:
         return FrequencyCapStore(self.client)
 
     @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        return RateLimiter(self.client)
+
+    @cached_property
     def topic_ids(self) -> frozenset[str]:
         return frozenset(t.id_ for t in self.topics)
-
-    def hit_rate_limit(self, rate: RateSlot) -> None:
-        """Count a write against `rate`.
-
-        Raises:
-            RateLimited: the client is over its limit.
-        """
-        pipe = self.client.pipeline(transaction=False)
-        pipe.incr(rate.key)
-        pipe.expire(rate.key, rate.ttl)
-        if pipe.execute()[0] > rate.limit:
-            raise RateLimited("too many requests; try again later", retry_after=rate.retry_after)
 
     def count_prompt_event(self, kind: PromptEventType) -> None:
         self.client.hincrby(keys.PROMPT_FUNNEL, kind, 1)

@@ -46,8 +46,9 @@ def frequency_cap(day: date) -> str:
     return f"{PREFIX}fcap:{day:%Y%m%d}"
 
 
-def rate_limit(client: str, window: int) -> str:
-    return f"{PREFIX}rl:{client}:{window}"
+def rate_limit(scope: str, subject: str, window: int) -> str:
+    """Hits of `subject` (a client, or "all" for a global limit) on `scope` in one window."""
+    return f"{PREFIX}rl:{scope}:{subject}:{window}"
 
 
 def campaign(campaign_id: str) -> str:

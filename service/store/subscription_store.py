@@ -12,25 +12,22 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
-from ..errors import RateLimited
 from ..subscriptions import Subscription, endpoint_digest, pack, unpack
 from . import keys
-from .rate_limit import RateSlot
+from .rate_limit import OVER_LIMIT_LUA, RateSlot
 
-# KEYS: bucket, seq, count, rate-limit counter.
-# ARGV: field, packed, sub prefix, topic prefix, n, topics..., flags..., limit (0: none), limit ttl.
-# The client's rate limit is counted in the same call: one round trip per subscribe.
-_UPSERT = """
+# KEYS: bucket, seq, count, client rate counter, new-subscription ceiling counter.
+# ARGV: field, packed, sub prefix, topic prefix, n, topics..., flags..., client limit, client ttl,
+# ceiling limit, ceiling ttl (a limit of 0: none).
+# The client's rate limit is counted in the same call (one round trip per subscribe), and
+# the global ceiling only when the endpoint is new: updates never count towards it.
+_UPSERT_BODY = """
 local n = tonumber(ARGV[5])
-local limit = tonumber(ARGV[6 + 2 * n])
-if limit > 0 then
-  local hits = redis.call('INCR', KEYS[4])
-  if hits == 1 then redis.call('EXPIRE', KEYS[4], ARGV[7 + 2 * n]) end
-  if hits > limit then return {-1, 0} end
-end
+if over_limit(KEYS[4], ARGV[6 + 2 * n], ARGV[7 + 2 * n]) then return {-1, 0} end
 local id = redis.call('HGET', KEYS[1], ARGV[1])
 local created = 0
 if not id then
+  if over_limit(KEYS[5], ARGV[8 + 2 * n], ARGV[9 + 2 * n]) then return {-2, 0} end
   id = redis.call('INCR', KEYS[2])
   redis.call('HSET', KEYS[1], ARGV[1], id)
   redis.call('INCR', KEYS[3])
@@ -42,6 +39,7 @@ for i = 1, n do
 end
 return {tonumber(id), created}
 """
+_UPSERT = OVER_LIMIT_LUA + _UPSERT_BODY
 
 # KEYS: bucket, count. ARGV: field, sub prefix, topic prefix, failure prefix, topics...
 _DELETE = """
@@ -108,17 +106,30 @@ class SubscriptionStore:
         return [1 if topic in chosen else 0 for topic in self.topic_ids]
 
     def upsert(
-        self, subscription: Subscription, *, rate: RateSlot | None = None, pipe: redis.client.Pipeline | None = None
+        self,
+        subscription: Subscription,
+        *,
+        rate: RateSlot | None = None,
+        ceiling: RateSlot | None = None,
+        pipe: redis.client.Pipeline | None = None,
     ) -> tuple[int, bool] | None:
         """Store `subscription` keyed by its endpoint. Returns (id, created), or
         None when the call was queued on `pipe` (bulk loads).
 
+        Args:
+            rate: the calling client's limit, counted for every call.
+            ceiling: the limit on new subscriptions across all clients, counted only
+                when the endpoint is new (so a botnet cannot inflate ids without bound).
+
         Raises:
-            RateLimited: `rate`'s client is over its limit (nothing was written).
+            RateLimited: over `rate` or `ceiling` (nothing was written).
         """
         bucket, field = keys.endpoint_bucket(subscription.endpoint_digest)
+        unlimited = (keys.SUBSCRIPTION_SEQ, 0, 0)  # a key is still needed; limit 0 never touches it
+        rate_key, rate_limit, rate_ttl = (rate.key, rate.limit, rate.ttl) if rate else unlimited
+        new_key, new_limit, new_ttl = (ceiling.key, ceiling.limit, ceiling.ttl) if ceiling else unlimited
         result = self._upsert(
-            keys=[bucket, keys.SUBSCRIPTION_SEQ, keys.SUBSCRIPTION_COUNT, rate.key if rate else keys.SUBSCRIPTION_SEQ],
+            keys=[bucket, keys.SUBSCRIPTION_SEQ, keys.SUBSCRIPTION_COUNT, rate_key, new_key],
             args=[
                 field,
                 pack(subscription),
@@ -127,8 +138,10 @@ class SubscriptionStore:
                 len(self.topic_ids),
                 *self.topic_ids,
                 *self._flags(subscription.topics),
-                rate.limit if rate else 0,
-                rate.ttl if rate else 0,
+                rate_limit,
+                rate_ttl,
+                new_limit,
+                new_ttl,
             ],
             client=pipe,
         )
@@ -136,8 +149,9 @@ class SubscriptionStore:
             return None
         id_, created = result
         if id_ < 0:
-            assert rate is not None
-            raise RateLimited("too many requests; try again later", retry_after=rate.retry_after)
+            refused = rate if id_ == -1 else ceiling
+            assert refused is not None
+            raise refused.refusal()
         return int(id_), bool(created)
 
     def id_for(self, endpoint: str) -> int | None:

@@ -202,7 +202,7 @@ def test_campaigns_newest_first_with_limit(client, store):
     assert len(client.get("/admin/api/campaigns?limit=500", headers=BEARER).get_json()["campaigns"]) == 3
 
 
-@pytest.mark.parametrize("limit", ["0", "501", "abc", "-1", "2.5", ""])
+@pytest.mark.parametrize("limit", ["0", "501", "abc", "-1", "2.5", "", "²", "١٢", "9" * 5000, "%00", "%C3%A9"])
 def test_campaign_limit_is_validated(client, limit):
     response = client.get(f"/admin/api/campaigns?limit={limit}", headers=BEARER)
     assert response.status_code == 422
@@ -289,3 +289,38 @@ def test_dashboard_pages_render(client, store):
     assert client.get("/admin/campaigns/unknown").status_code == 404
     assert client.get("/admin/assets/dashboard.js").status_code == 200
     assert client.get("/admin/assets/base.html").status_code == 404
+
+
+# -- hostile input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("minutes", ["²", "١٢", "0", "121", "9" * 5000, "1e3", " 5"])
+def test_send_rate_minutes_are_validated_never_500(client, minutes):
+    response = client.get("/admin/api/send-rate", query_string={"minutes": minutes}, headers=BEARER)
+    assert response.status_code == 422 and response.get_json()["error"]["field"] == "minutes"
+
+
+@pytest.mark.parametrize("id_", ["é", "%ED%A0%80", "x" * 4000, "..%2F..%2Fetc", "%00", "a b"])
+def test_odd_campaign_and_job_ids_are_404_never_500(client, id_):
+    for method, path in (
+        ("GET", f"/admin/api/campaigns/{id_}"),
+        ("POST", f"/admin/api/campaigns/{id_}/cancel"),
+        ("POST", f"/admin/api/failed-jobs/{id_}/retry"),
+        ("POST", f"/admin/api/failed-jobs/{id_}/delete"),
+        ("GET", f"/admin/campaigns/{id_}"),
+    ):
+        response = client.open(path, method=method, headers=BEARER)
+        assert response.status_code == 404, (path, response.status_code)
+
+
+@pytest.mark.parametrize(
+    "cookie", ["", "é", "x" * 3000, "eyJjc3JmIjoxfQ.bad", ".", "..", "\\x00", "eyJjc3JmIjoiZSJ9.Zz.zzz"]
+)
+def test_garbage_session_cookies_are_401_never_500(client, cookie):
+    client.set_cookie("sp_admin", cookie, path="/admin")
+    assert client.get("/admin/api/campaigns").status_code == 401
+
+
+@pytest.mark.parametrize("header", ["Bearer é", "Bearer " + "x" * 5000, "Bearer", "bearer  ", "Basic Zm9vOmJhcg=="])
+def test_odd_authorization_headers_are_401_never_500(client, header):
+    assert client.get("/admin/api/campaigns", headers={"Authorization": header}).status_code == 401

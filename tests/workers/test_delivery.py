@@ -13,7 +13,7 @@ from benchmarks.pushsim import PushSimulator
 from service.subscriptions import Subscription
 from service.vapid import b64url_decode
 from tests.helpers import TEST_SUBJECT, BrowserKeys
-from workers.delivery import HttpSender, Outcome, _network_reason, classify
+from workers.delivery import HttpSender, Outcome, _network_reason, classify, parse_retry_after
 from workers.lanes import LanePolicy, LaneState, Signal
 from workers.message import PushHeaders
 from workers.webpush import VapidHeaders
@@ -178,3 +178,35 @@ def test_a_host_that_does_not_exist_counts_against_its_subscription_only_while_o
     assert (junk.outcome, junk.reason, junk.refusal) == (Outcome.FAILED, "dns_no_such_host", True)
     lane.answered_ok = True  # a host that worked before: an outage, not junk
     assert sender._unreachable(nxdomain, lane, connecting=True).outcome is Outcome.RETRY
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (201, Outcome.SENT),
+        (202, Outcome.SENT),
+        (404, Outcome.EXPIRED),
+        (410, Outcome.EXPIRED),
+        (429, Outcome.RETRY),
+        (503, Outcome.RETRY),
+        (406, Outcome.RETRY),
+        (500, Outcome.RETRY),
+        (502, Outcome.RETRY),
+        (301, Outcome.FAILED),
+        (400, Outcome.FAILED),
+        (401, Outcome.FAILED),
+        (403, Outcome.FAILED),
+        (413, Outcome.FAILED),
+    ],
+)
+def test_classify(status, outcome):
+    result, _ = classify(status, None, 0.0)
+    assert result.outcome is outcome
+    assert result.status == status
+
+
+def test_retry_after_seconds_and_http_date():
+    assert parse_retry_after("120", 0) == 120
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 60) == 60
+    assert parse_retry_after("soon", 0) is None
+    assert classify(429, "30", 0)[0].retry_after == 30

@@ -17,7 +17,7 @@ from service.store import keys
 from tests.helpers.cms import STORY, post, publish
 from tests.helpers.fanout import drain, next_job, subscribe
 from workers.jobs import send_batch
-from workers.message import topic_header
+from workers.message import MAX_PAYLOAD_BYTES, topic_header
 from workers.runner import StorypushWorker
 
 
@@ -51,6 +51,26 @@ def test_every_follower_gets_exactly_one_decryptable_message(fanout, sim, vapid_
     assert (state["targeted"], state["sent"], state["failed"], state["expired"], state["retrying"]) == (45, 45, 0, 0, 0)
     assert state["started_at"] <= state["finished_at"]
     assert sim.stats()["rejected"] == 0
+
+
+def test_a_story_too_long_for_a_push_still_goes_out_cut(fanout, sim, vapid_key, webhook_secret, redis_client):
+    """A CMS sends a whole article (12 KB of JSON, over the browser API's 8 KiB limit): the
+    webhook takes it, and every follower decrypts a message of at most 2,600 bytes whose
+    text is the story's own beginning, cut with an ellipsis."""
+    subs = sim.mint(3, vapid_key.public_bytes)
+    subscribe(fanout.test_client(), subs, ["animals"])
+    body = "Viewers say the walrus scene is the hardest thing they have watched this year. " * 120
+    campaign = publish(fanout, webhook_secret, {**STORY, "body": body})
+    drain(redis_client, "storypush")
+    messages = sim.messages()
+    assert len(messages) == 3
+    for message in messages:
+        assert message.decrypted, message.error
+        assert len(message.plaintext) <= MAX_PAYLOAD_BYTES
+        pushed = message.json()
+        assert pushed["campaign"] == campaign and pushed["title"] == STORY["title"]
+        assert pushed["body"].endswith("…") and len(pushed["body"]) > 1000
+        assert body.startswith(pushed["body"][:-1])
 
 
 def test_expired_subscriptions_are_pruned(fanout, sim, vapid_key, webhook_secret, redis_client):

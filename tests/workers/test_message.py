@@ -8,7 +8,6 @@ import json
 import pytest
 
 from benchmarks.common import WALRUS_STORY
-from workers.delivery import Outcome, classify, parse_retry_after
 from workers.message import MAX_PAYLOAD_BYTES, RECEIPT_ROOM, PushHeaders, build_template, topic_header
 
 STORY = {k: v for k, v in WALRUS_STORY.items() if k != "send_at"}
@@ -77,50 +76,3 @@ def test_headers_default_ttl_is_four_hours_never_zero():
     story = {k: v for k, v in STORY.items() if k not in ("ttl", "urgency")}
     headers = PushHeaders.for_story(story)
     assert headers.ttl == 14400 and headers.urgency == "normal"
-
-
-@pytest.mark.parametrize(
-    ("status", "outcome"),
-    [
-        (201, Outcome.SENT),
-        (202, Outcome.SENT),
-        (404, Outcome.EXPIRED),
-        (410, Outcome.EXPIRED),
-        (429, Outcome.RETRY),
-        (503, Outcome.RETRY),
-        (406, Outcome.RETRY),
-        (500, Outcome.RETRY),
-        (502, Outcome.RETRY),
-        (301, Outcome.FAILED),
-        (400, Outcome.FAILED),
-        (401, Outcome.FAILED),
-        (403, Outcome.FAILED),
-        (413, Outcome.FAILED),
-    ],
-)
-def test_classify(status, outcome):
-    result, _ = classify(status, None, 0.0)
-    assert result.outcome is outcome
-    assert result.status == status
-
-
-def test_retry_after_seconds_and_http_date():
-    assert parse_retry_after("120", 0) == 120
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 60) == 60
-    assert parse_retry_after("soon", 0) is None
-    assert classify(429, "30", 0)[0].retry_after == 30
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "expected"),
-    [
-        ("https://fcm.googleapis.com/fcm/send/abc:def", ("fcm.googleapis.com", "/fcm/send/abc:def")),
-        ("https://127.0.0.1:8443/push/x?y=1", ("127.0.0.1:8443", "/push/x?y=1")),
-        ("https://wns2-by3p.notify.windows.com?token=a", ("wns2-by3p.notify.windows.com", "/?token=a")),
-        ("https://[::1]:8443/p", ("[::1]:8443", "/p")),
-    ],
-)
-def test_split_endpoint(endpoint, expected):
-    from workers.delivery import split_endpoint
-
-    assert split_endpoint(endpoint, ("127.0.0.1:8443", "[::1]:8443")) == expected
