@@ -1,7 +1,9 @@
 """The fan-out benchmark behind `storypush bench`: storypush against pywebpush, same subscribers,
 same simulated push service, same run.
 
-    storypush bench [--subscribers 20000] [--latency-ms 0,40] [--sample 200] [--in-flight 200]
+    storypush bench --bad-origin hang|throttle [--subscribers 6000]   (see benchmarks.bad_origin)
+    storypush bench [--subscribers 20000] [--latency-ms 40,150] [--sample 200] [--in-flight 2000]
+                    [--send-async-in-flight 200,1000]
                     [--verify sample:50] [--profile /tmp/storypush-profile] [--json]
 
 For each push-service latency it runs, against one `benchmarks.pushsim` simulator pinned to CPU 0:
@@ -193,7 +195,7 @@ class Deployment:
             self.redis_url = self.embedded.url
         redis.Redis.from_url(self.redis_url).flushdb()
         self.webhook_secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-        self.push_host = sim.origin.removeprefix("https://")
+        self.push_hosts = tuple(sim.authorities)
         self.ca_file = sim.ca_file
         self.batch_size, self.in_flight = batch_size, in_flight
         self.settings = Settings(
@@ -201,7 +203,7 @@ class Deployment:
             data_dir=self.data_dir,
             vapid_subject=SUBJECT,
             webhook_secret=self.webhook_secret,
-            push_hosts=(self.push_host,),
+            push_hosts=self.push_hosts,
             batch_size=batch_size,
             max_in_flight=in_flight,
         )
@@ -219,7 +221,7 @@ class Deployment:
         if self.embedded is not None:
             self.embedded.stop()
 
-    def store_subscriptions(self, subscriptions: list[dict[str, Any]]) -> None:
+    def store_subscriptions(self, subscriptions: list[dict[str, Any]], topics: tuple[str, ...] = ("animals",)) -> None:
         """Bulk setup (not timed): the same record the API's upsert writes."""
         from service.subscriptions import Subscription
         from service.vapid import b64url_decode
@@ -227,15 +229,13 @@ class Deployment:
         upsert = self.store.subscriptions.upsert
         for item in subscriptions:
             keys = item["keys"]
-            upsert(
-                Subscription(item["endpoint"], b64url_decode(keys["p256dh"]), b64url_decode(keys["auth"]), ("animals",))
-            )
+            upsert(Subscription(item["endpoint"], b64url_decode(keys["p256dh"]), b64url_decode(keys["auth"]), topics))
 
-    def publish(self, story_id: str) -> str:
+    def publish(self, story_id: str, topics: tuple[str, ...] = ("animals",)) -> str:
         """POST a signed `story.published` to the real webhook; the campaign id it answers."""
         from standardwebhooks.webhooks import Webhook
 
-        body = json.dumps({"type": "story.published", "data": {**STORY, "id": story_id}})
+        body = json.dumps({"type": "story.published", "data": {**STORY, "id": story_id, "topics": list(topics)}})
         message_id = f"msg_{uuid.uuid4().hex}"
         now = datetime.now(tz=UTC)
         headers = {
@@ -262,7 +262,7 @@ class Deployment:
             "REDIS_URL": self.redis_url,
             "STORYPUSH_DATA_DIR": str(self.data_dir),
             "STORYPUSH_VAPID_SUBJECT": SUBJECT,
-            "STORYPUSH_PUSH_HOSTS": self.push_host,
+            "STORYPUSH_PUSH_HOSTS": ",".join(self.push_hosts),
             "SSL_CERT_FILE": self.ca_file,
             "STORYPUSH_BATCH_SIZE": str(self.batch_size),
             "STORYPUSH_MAX_IN_FLIGHT": str(self.in_flight),
@@ -576,7 +576,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    """Run the benchmark; 0 when it ran (goals are reported, not enforced), 1 on a failed run."""
+    """Run the benchmark; 0 when it ran (goals are reported, not enforced), 1 on a failed run.
+    With `--bad-origin hang|throttle`, the two-origin scenario of `benchmarks.bad_origin`."""
+    if any(arg == "--bad-origin" or arg.startswith("--bad-origin=") for arg in argv):
+        from benchmarks.bad_origin import main as bad_origin_main
+
+        return bad_origin_main(argv)
     args = parse_args(argv)
     from benchmarks.pushsim.client import PushSimulator
 

@@ -20,6 +20,13 @@ lane may *grow* (a 2xx counts as "fast" while it is within `latency_tolerance` o
 lane's recent floor, and no lane grows while the worker's core is already busy), so
 limits stop where more concurrency would no longer buy throughput.
 
+A concurrency limit alone cannot keep a fast-answering origin under a *rate* limit (at
+40 ms per answer even 5 requests in flight are 125 a second), so a throttled lane also
+paces itself: from the second throttle on it knows how many pushes the origin took
+between two throttles, sends no faster than that, and creeps up by one push a second per
+second, so it finds the origin's rate again after a quota resets. A lane that has not been
+throttled for `pace_for` seconds stops pacing.
+
 Plain policy with no I/O: `workers.delivery` does the HTTP and reports each answer here
 as a `Signal`. Everything runs on the worker's one event loop, so there are no locks.
 """
@@ -87,6 +94,7 @@ class LanePolicy:
             retry job instead of holding them in the batch.
         default_pause / max_default_pause: a 429 without Retry-After pauses this long,
             doubling on each further 429 without one, up to the maximum.
+        pace_for: a lane paces its sends for this long after its last throttle.
         max_lanes: lanes (and their connection pools) kept; the least recently used idle
             one is dropped beyond this.
     """
@@ -104,6 +112,7 @@ class LanePolicy:
     max_pause_wait: float = 5.0
     default_pause: float = 1.0
     max_default_pause: float = 60.0
+    pace_for: float = 30.0
     max_lanes: int = 1024
 
     def __post_init__(self) -> None:
@@ -124,6 +133,8 @@ class LanePolicy:
             problems.append("open_for must be positive and at most max_open_for")
         if self.max_pause_wait < 0 or not 0 < self.default_pause <= self.max_default_pause:
             problems.append("pauses must be positive, default_pause at most max_default_pause")
+        if self.pace_for <= 0:
+            problems.append("pace_for must be positive")
         if self.max_lanes < 1:
             problems.append("max_lanes must be at least 1")
         if problems:
@@ -157,6 +168,10 @@ class Lane:
         self.waiters: deque[asyncio.Future[Deferral | None]] = deque()
         self.paused_until = 0.0
         self.pauses_without_header = 0
+        self.throttled_at: float | None = None  # the last throttle that cut the limit
+        self.taken_since = 0  # pushes the origin took (2xx) since then
+        self.rate: float | None = None  # pushes a second while pacing, None: not pacing
+        self.next_send = 0.0
         self.cut_at = -math.inf  # when the limit was last cut (one cut per window of requests)
         self.floor_now, self.floor_before, self.floor_since = math.inf, math.inf, -math.inf
         self.failures = 0  # consecutive unreachable requests
@@ -300,6 +315,8 @@ class Lanes:
             return Deferral("throttled", pause) if pause > policy.max_pause_wait else _WAIT
         if lane.in_flight >= lane.limit:
             return _WAIT
+        if lane.rate is not None and lane.next_send > now:
+            return _WAIT
         if self.in_flight >= policy.ceiling:
             return _WAIT_CEILING
         return _GO
@@ -307,6 +324,13 @@ class Lanes:
     def _take(self, lane: Lane, verdict: object) -> None:
         lane.in_flight += 1
         self.in_flight += 1
+        if lane.rate is not None:
+            now = self.clock()
+            if lane.throttled_at is not None and now - lane.throttled_at > self.policy.pace_for:
+                lane.rate = None  # no throttle for a while: back to the concurrency limit alone
+            else:
+                lane.next_send = max(lane.next_send, now) + 1 / lane.rate
+                lane.rate += 1 / lane.rate  # +1 push/s each second
         if verdict is _PROBE:
             lane.probing = True
             logger.info("lane %s: probing after its circuit was open", lane.label, extra={"origin": lane.label})
@@ -321,8 +345,9 @@ class Lanes:
             now = self.clock()
             verdict = self._verdict(lane, now)
             if verdict is _WAIT:
-                if lane.paused_until > now:
-                    self._wake_at(lane, lane.paused_until - now)
+                wake = max(lane.paused_until, lane.next_send if lane.rate is not None else 0.0)
+                if wake > now:
+                    self._wake_at(lane, wake - now)
                 return
             if verdict is _WAIT_CEILING:
                 if lane not in self._blocked:
@@ -380,10 +405,12 @@ class Lanes:
             if signal is Signal.FAST:
                 lane.answered_ok = True
                 lane.pauses_without_header = 0
+                lane.taken_since += 1
                 self._grow(lane, rtt, now)
             elif signal is Signal.THROTTLED or signal is Signal.OVERLOADED:
                 self.events[(lane.label, "throttled")] += 1
-                self._cut(lane, sent_at, now)
+                if self._cut(lane, sent_at, now):
+                    self._pace(lane, now)
                 if signal is Signal.THROTTLED:
                     self._pause(lane, retry_after, now)
         self._after_release(lane)
@@ -413,12 +440,22 @@ class Lanes:
             self._cpu_mark = (now, cpu)
         return self.busy
 
-    def _cut(self, lane: Lane, sent_at: float, now: float) -> None:
+    def _cut(self, lane: Lane, sent_at: float, now: float) -> bool:
+        """Cut the limit, once per congestion event; True if this was a new one."""
         if sent_at < lane.cut_at:
-            return  # this request was in flight when the limit was cut: same congestion event
+            return False  # this request was in flight when the limit was cut: same congestion event
         lane.limit = max(1.0, lane.limit * self.policy.decrease)
         lane.slow_start_until = lane.limit
         lane.cut_at = now
+        return True
+
+    def _pace(self, lane: Lane, now: float) -> None:
+        """A new throttle: pace at what the origin took since the previous one (at least one
+        push a second), never faster than the pace it just refused."""
+        if lane.throttled_at is not None:
+            taken = max(1.0, lane.taken_since / max(now - lane.throttled_at, 1e-3))
+            lane.rate = taken if lane.rate is None else min(lane.rate, taken)
+        lane.throttled_at, lane.taken_since = now, 0
 
     def _pause(self, lane: Lane, retry_after: float | None, now: float) -> None:
         if retry_after is None:

@@ -286,3 +286,35 @@ def test_snapshots_show_state_limit_and_queue_per_origin():
             task.cancel()
 
     run(scenario())
+
+
+def test_a_throttled_lane_paces_itself_at_what_the_origin_took_and_creeps_up():
+    lanes, clock = make_lanes(initial_limit=50, pace_for=30.0)
+    lane = lanes.lane("https://a", "a")
+
+    async def scenario():
+        assert await lanes.admit(lane) is None
+        lanes.settle(lane, Signal.THROTTLED, rtt=0.01, sent_at=clock(), retry_after=1.0)
+        assert lane.rate is None  # one throttle tells nothing about the origin's rate yet
+        clock.now += 1.0
+        for _ in range(50):  # the origin took 50 pushes ...
+            assert await lanes.admit(lane) is None
+            lanes.settle(lane, Signal.FAST, rtt=0.01, sent_at=clock())
+        clock.now += 0.25  # ... in the 1.25 s between two throttles: 40 a second
+        assert await lanes.admit(lane) is None
+        lanes.settle(lane, Signal.THROTTLED, rtt=0.01, sent_at=clock(), retry_after=1.0)
+        assert lane.rate == pytest.approx(40.0)
+        clock.now += 1.0  # the pause is over
+        assert await lanes.admit(lane) is None
+        second = asyncio.ensure_future(lanes.admit(lane))
+        await asyncio.sleep(0)
+        assert not second.done()  # the next send waits 1/40 s although slots are free
+        clock.now += 0.03
+        lanes._pump(lane)
+        await asyncio.sleep(0)
+        assert second.done() and lane.rate > 40  # +1 push/s per second
+        clock.now += 31.0  # no throttle for longer than pace_for
+        assert await lanes.admit(lane) is None
+        assert lane.rate is None
+
+    run(scenario())
