@@ -116,3 +116,21 @@ def fanout(fanout_settings: Settings, vapid_key: VapidKey, redis_client: redis.R
     set_runtime(Runtime(fanout_settings))
     yield app
     set_runtime(None)
+
+
+@pytest.fixture
+def feed_server() -> Iterator:
+    """A real HTTP server on 127.0.0.1 serving the test's feeds (see tests/feed_server.py)."""
+    from tests.feed_server import FeedServer
+
+    with FeedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def feed_settings(settings: Settings, feed_server) -> Settings:
+    """Settings that trust the local feed server (plain http on 127.0.0.1), as an operator's
+    STORYPUSH_FEED_HOSTS would; a short fetch timeout keeps failure tests quick."""
+    from service.settings import FeedSettings
+
+    return settings.with_overrides(feeds=FeedSettings(trusted_hosts=(feed_server.authority,), timeout=3))

@@ -18,6 +18,7 @@ from ..settings import Settings
 from ..topics import Topic
 from . import keys
 from .campaign_store import AudienceStore, CampaignStore
+from .feed_store import FeedStore
 from .frequency_cap import FrequencyCapStore
 from .metrics_store import MetricsStore
 from .rate_limit import RateSlot
@@ -93,6 +94,10 @@ class Store:
     @cached_property
     def metrics(self) -> MetricsStore:
         return MetricsStore(self.client)
+
+    @cached_property
+    def feeds(self) -> FeedStore:
+        return FeedStore(self.client)
 
     @cached_property
     def frequency_caps(self) -> FrequencyCapStore:
