@@ -74,6 +74,10 @@ def ghost_rss(items: list[Item], title: str = "The Publisher") -> str:
 """
 
 
+def _figure(item: Item) -> str:
+    return f'<figure><img src="{item.image}" alt=""/></figure>' if item.image else ""
+
+
 def wordpress_rss(items: list[Item], title: str = "Publisher News") -> str:
     entries = "".join(
         f"""
@@ -86,7 +90,7 @@ def wordpress_rss(items: list[Item], title: str = "Publisher News") -> str:
 		{"".join(f"<category><![CDATA[{c}]]></category>" for c in i.categories)}
 		<guid isPermaLink="false">{escape(i.key)}</guid>
 		<description><![CDATA[{i.summary} [&#8230;]]]></description>
-		<content:encoded><![CDATA[{f'<figure><img src="{i.image}" alt=""/></figure>' if i.image else ""}{i.summary}]]></content:encoded>
+		<content:encoded><![CDATA[{_figure(i)}{i.summary}]]></content:encoded>
 		<wfw:commentRss>{escape(i.link)}feed/</wfw:commentRss>
 		<slash:comments>0</slash:comments>
 	</item>"""

@@ -197,8 +197,8 @@ def test_category_map_then_names_then_the_feeds_topics(services, feed_server):
     feed_id = add(services, feed_server, "/wp/feed/", wordpress_rss([]), topics=["news"],
                   category_map="Wildlife=animals, Telly=tv-and-film")  # fmt: skip
     poll(services, feed_id)
-    entries = [item(1, categories=["Wildlife", "Telly"]), item(2, categories=["Sport"]), item(3, categories=["Cooking"]),
-               item(4, categories=[])]  # fmt: skip
+    entries = [item(1, categories=["Wildlife", "Telly"]), item(2, categories=["Sport"]),
+               item(3, categories=["Cooking"]), item(4, categories=[])]  # fmt: skip
     feed_server.serve("/wp/feed/", wordpress_rss(entries))
     poll(services, feed_id)
     topics = {n: campaign_for(services, f"story-{n}")["story"]["topics"] for n in (1, 2, 3, 4)}
