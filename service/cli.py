@@ -229,6 +229,7 @@ def dev(host: str, port: int, worker_processes: int) -> None:
                 else ("refuses calls until STORYPUSH_WEBHOOK_SECRET is set; `storypush publish` needs none")
             )
             click.echo(f"  webhook      POST {base}/webhooks/cms  ({webhook_state})")
+            click.echo("  feeds        storypush feeds add URL  (polled by the worker; no CMS integration needed)")
             click.echo(f"  VAPID key    {key.public_key_b64}")
             click.echo("Ctrl-C stops everything.")
             while not stop["now"]:

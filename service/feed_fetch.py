@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from requests_hardened.ip_filter import InvalidIPAddress
 
 from .errors import FeedProblem
 from .settings import FeedSettings
+from .validation import split_url
 
 MAX_URL_LENGTH = 2048
 MAX_REDIRECTS = 5
@@ -49,7 +49,6 @@ ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/json;q=0.9, "
     "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
 )
-_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -104,15 +103,10 @@ class FeedUrlPolicy:
 
     def problem(self, url: str) -> str | None:
         """Why `url` may not be fetched, or None if it may."""
-        if len(url) > MAX_URL_LENGTH:
-            return f"is longer than {MAX_URL_LENGTH} characters"
-        if _SPACE_OR_CONTROL.search(url):
-            return "contains whitespace or control characters"
         try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 (raises ValueError for a bad port)
-        except ValueError:
-            return "is not a valid URL"
+            parts = split_url(url, MAX_URL_LENGTH)
+        except ValueError as problem:
+            return str(problem)
         if parts.scheme not in DEFAULT_PORTS:
             return "must be an https:// URL"
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:

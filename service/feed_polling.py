@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from rq import Queue
 
@@ -121,14 +122,20 @@ class FeedPoll:
             known[story_id] = title_digest(entry.title)  # a guid twice in one document counts once
         return result
 
+    def _story(self, entry: FeedEntry, result: PollResult) -> dict[str, Any] | None:
+        """The entry as a story, or None (counted by reason) if it cannot be one."""
+        try:
+            return entry_story(entry, self.matcher, self.store.topic_ids)
+        except EntrySkipped as why:
+            result.skipped[str(why)] += 1
+            return None
+
     def _publish(self, entry: FeedEntry, result: PollResult) -> None:
         if entry.published is not None and entry.published < self.now - self.settings.feeds.max_age:
             result.skipped["older than STORYPUSH_FEED_MAX_AGE"] += 1
             return
-        try:
-            story = entry_story(entry, self.matcher, self.store.topic_ids)
-        except EntrySkipped as why:
-            result.skipped[str(why)] += 1
+        story = self._story(entry, result)
+        if story is None:
             return
         published = publishing.publish(self.store, self.queue, story)
         if published.created:
@@ -145,10 +152,8 @@ class FeedPoll:
         campaign_id = self.store.campaigns.id_for_story(story_id)
         if campaign_id is None or self.store.campaigns.state(campaign_id) in FINAL_STATES:
             return
-        try:
-            story = entry_story(entry, self.matcher, self.store.topic_ids)
-        except EntrySkipped as why:
-            result.skipped[str(why)] += 1
+        story = self._story(entry, result)
+        if story is None:
             return
         publishing.update(self.store, story)
         result.updated += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,6 +25,24 @@ _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 MAX_TOPICS = 32
 
 
+def split_url(url: str, max_length: int) -> SplitResult:
+    """`url` parsed (its port too), for the checks push endpoints and feed URLs share.
+
+    Raises:
+        ValueError: saying why it is no usable URL (too long, spaces or control characters, unparseable).
+    """
+    if len(url) > max_length:
+        raise ValueError(f"is longer than {max_length} characters")
+    if _SPACE_OR_CONTROL.search(url):
+        raise ValueError("contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    return parts
+
+
 class PushHostPolicy:
     """Which push-service hosts an endpoint may point at."""
 
@@ -35,15 +53,11 @@ class PushHostPolicy:
 
     def check(self, endpoint: str) -> str | None:
         """Return why `endpoint` is refused, or None if it is allowed."""
-        if len(endpoint) > MAX_ENDPOINT_LENGTH:
-            return f"is longer than {MAX_ENDPOINT_LENGTH} characters"
-        if _SPACE_OR_CONTROL.search(endpoint):
-            return "contains whitespace or control characters"
         try:
-            parts = urlsplit(endpoint)
-            port = parts.port
-        except ValueError:
-            return "is not a valid URL"
+            parts = split_url(endpoint, MAX_ENDPOINT_LENGTH)
+        except ValueError as problem:
+            return str(problem)
+        port = parts.port
         host = (parts.hostname or "").lower()
         if parts.scheme != "https":
             return "must be an https:// URL"

@@ -30,6 +30,15 @@ class Item:
     published: float = field(default_factory=time.time)
 
 
+def numbered(n: int, prefix: str, heading: str, **changes: object) -> Item:
+    """Entry `n` of a test feed: id `{prefix}-{n}`, its own link and image, category Animals,
+    published `n` seconds after ten minutes ago (so higher numbers are newer)."""
+    fields = {"key": f"{prefix}-{n}", "title": f"{heading} {n}", "link": f"https://publisher.example/{prefix}-{n}/",
+              "categories": ["Animals"], "image": f"https://publisher.example/img/{prefix}-{n}.jpg",
+              "published": time.time() - 600 + n}  # fmt: skip
+    return Item(**{**fields, **changes})  # type: ignore[arg-type]
+
+
 def _rfc822(epoch: float) -> str:
     return formatdate(epoch, usegmt=True)
 

@@ -20,23 +20,13 @@ from service.state import AppState
 from service.store import keys
 from service.store.campaign_store import CampaignState
 from service.store.feed_store import MAX_ENTRIES
-from tests.feed_documents import MALFORMED, Item, atom, ghost_rss, json_feed, rss091, wordpress_rss
+from tests.feed_documents import MALFORMED, Item, atom, ghost_rss, json_feed, numbered, rss091, wordpress_rss
 from tests.service.test_webhooks import post
 from workers.queueing import campaign_job_id
 
-NOW = time.time()
-
 
 def item(n: int, **changes) -> Item:
-    fields = {
-        "key": f"story-{n}",
-        "title": f"Story number {n}",
-        "link": f"https://publisher.example/story-{n}/",
-        "categories": ["Animals"],
-        "image": f"https://publisher.example/img/{n}.jpg",
-        "published": NOW - 600 + n,
-    }
-    return Item(**{**fields, **changes})  # fmt: skip
+    return numbered(n, "story", "Story number", **changes)
 
 
 @pytest.fixture
@@ -99,7 +89,7 @@ def test_a_new_entry_becomes_one_campaign_through_the_webhook_path(services, fee
     assert campaign["state"] == "queued"
     assert campaign["story"] == {
         "id": "story-2", "title": "Story number 2", "body": "A summary with markup & an entity.",
-        "url": "https://publisher.example/story-2/", "image": "https://publisher.example/img/2.jpg",
+        "url": "https://publisher.example/story-2/", "image": "https://publisher.example/img/story-2.jpg",
         "topics": ["animals", "tv-and-film"], "ttl": 14400, "urgency": "normal",
     }  # fmt: skip
     assert campaign_job_id(campaign["id"]) in services.queue.job_ids
@@ -220,7 +210,7 @@ def test_wordpress_guids_become_valid_story_ids(services, feed_server):
     feed_server.serve("/wp/feed/", wordpress_rss([item(1, key="https://news.publisher.example/?p=123")]))
     poll(services, feed_id)
     campaign = campaign_for(services, "https://news.publisher.example/_3Fp_3D123")
-    assert campaign["story"]["image"] == "https://publisher.example/img/1.jpg"  # from the content's <img>
+    assert campaign["story"]["image"] == "https://publisher.example/img/story-1.jpg"  # from the content's <img>
 
 
 def test_conditional_get_makes_an_unchanged_feed_a_cheap_success(services, feed_server):

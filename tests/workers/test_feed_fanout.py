@@ -16,7 +16,7 @@ from rq.registry import ScheduledJobRegistry
 
 from service import create_app, feeds
 from service.settings import FeedSettings
-from tests.feed_documents import Item, ghost_rss, json_feed
+from tests.feed_documents import Item, ghost_rss, json_feed, numbered
 from tests.service.test_admin import BEARER
 from tests.workers.test_fanout import publish, subscribe
 from workers.runner import StorypushWorker
@@ -33,14 +33,7 @@ def feed_fanout(fanout_settings, feed_server, vapid_key, redis_client):
 
 
 def story(n: int, **changes) -> Item:
-    fields = {
-        "key": f"feed-story-{n}",
-        "title": f"Walrus update {n}",
-        "link": f"https://publisher.example/walrus-{n}/",
-        "categories": ["Animals"],
-        "image": f"https://publisher.example/img/walrus-{n}.jpg",
-    }
-    return Item(**{**fields, **changes})  # fmt: skip
+    return numbered(n, "feed-story", "Walrus update", **changes)
 
 
 def add_feed(client, url: str, **spec) -> str:
@@ -88,8 +81,8 @@ def test_a_new_entry_reaches_each_follower_exactly_once(feed_fanout, sim, vapid_
         assert message.decrypted, message.error
         body = message.json()
         assert (body["title"], body["tag"]) == ("Walrus update 3", "feed-story-3")
-        assert body["url"] == "https://publisher.example/walrus-3/"
-        assert body["image"] == "https://publisher.example/img/walrus-3.jpg"
+        assert body["url"] == "https://publisher.example/feed-story-3/"
+        assert body["image"] == "https://publisher.example/img/feed-story-3.jpg"
         assert body["body"] == "A summary with markup & an entity."
     campaign = store.campaigns.get(store.campaigns.id_for_story("feed-story-3"))
     assert (campaign["state"], campaign["sent"], campaign["targeted"]) == ("done", 25, 25)
@@ -107,7 +100,7 @@ def test_a_story_by_webhook_and_feed_is_pushed_once(feed_fanout, sim, vapid_key,
     feed_server.serve("/feed.json", json_feed([]))
     feed_id = add_feed(client, feed_server.url("/feed.json"), every=10)
     advance(feed_fanout, redis_client)
-    webhook_story = {"id": "feed-story-9", "title": "By webhook first", "url": "https://publisher.example/walrus-9/",
+    webhook_story = {"id": "feed-story-9", "title": "By webhook first", "url": "https://publisher.example/feed-story-9/",
                      "topics": ["animals"]}  # fmt: skip
     publish(feed_fanout, webhook_secret, webhook_story)
     feed_server.serve("/feed.json", json_feed([story(9), story(10)]))
