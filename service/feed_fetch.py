@@ -159,13 +159,16 @@ class FeedFetcher:
                 session.headers.update({"User-Agent": USER_AGENT, "Accept": ACCEPT})
             yield guarded, trusted
 
-    def fetch(self, url: str, etag: str | None = None, last_modified: str | None = None) -> FeedResponse:
-        """GET the feed, following redirects by hand.
+    def fetch(
+        self, url: str, etag: str | None = None, last_modified: str | None = None, max_bytes: int | None = None
+    ) -> FeedResponse:
+        """GET the feed (or, with a smaller `max_bytes`, an article page), following redirects by hand.
 
         Raises:
             FeedProblem: refused URL or redirect, network error, timeout, 4xx/5xx, oversize body.
         """
         deadline = time.monotonic() + self.settings.timeout
+        limit = min(max_bytes or self.settings.max_bytes, self.settings.max_bytes)
         headers = {}
         if etag:
             headers["If-None-Match"] = etag
@@ -182,7 +185,7 @@ class FeedFetcher:
                     if response.is_redirect:
                         url = urljoin(url, response.headers["Location"])
                         continue
-                    return self._read(response, url, deadline)
+                    return self._read(response, url, deadline, limit)
         raise FeedProblem("redirect", f"more than {MAX_REDIRECTS} redirects")
 
     def _get(self, session: requests.Session, url: str, headers: dict, deadline: float) -> requests.Response:
@@ -206,7 +209,7 @@ class FeedFetcher:
         except requests.RequestException as exc:
             raise FeedProblem("connection", f"request failed ({type(exc).__name__})") from None
 
-    def _read(self, response: requests.Response, url: str, deadline: float) -> FeedResponse:
+    def _read(self, response: requests.Response, url: str, deadline: float, limit: int) -> FeedResponse:
         status = response.status_code
         if status >= 300 and status != 304:
             raise FeedProblem(
@@ -214,7 +217,6 @@ class FeedFetcher:
                 f"server answered {status} {response.reason or ''}".rstrip(),
                 _retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None,
             )
-        limit = self.settings.max_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise FeedProblem("too_large", f"feed is {int(declared)} bytes; the limit is {limit}")

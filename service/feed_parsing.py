@@ -38,7 +38,8 @@ class FeedEntry:
     link: str | None
     title: str
     summary: str  # plain text
-    image: str | None
+    image: str | None  # the image the feed names for the entry
+    content_image: str | None  # the first <img> of its content: a weaker guess
     categories: tuple[str, ...]
     published: float | None  # Unix time: published, else updated
 
@@ -95,6 +96,38 @@ class _TextExtractor(HTMLParser):
         return " ".join("".join(self.parts).split())
 
 
+class _ShareImage(HTMLParser):
+    """The image a page names for sharing: `og:image` (Open Graph), else `twitter:image`,
+    else `<link rel="image_src">`."""
+
+    NAMES = ("og:image:secure_url", "og:image", "og:image:url", "twitter:image", "twitter:image:src", "image_src")
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = {k: v or "" for k, v in attrs}
+        if tag == "meta":
+            name = (named.get("property") or named.get("name") or "").strip().lower()
+            value = named.get("content", "").strip()
+        elif tag == "link" and "image_src" in named.get("rel", "").lower().split():
+            name, value = "image_src", named.get("href", "").strip()
+        else:
+            return
+        if name in self.NAMES and value:
+            self.found.setdefault(name, value)
+
+
+def share_image(page: bytes, url: str) -> str | None:
+    """The sharing image an article page names (what social networks show), made absolute."""
+    parser = _ShareImage()
+    parser.feed(page.decode("utf-8", errors="replace"))
+    parser.close()
+    image = next((parser.found[n] for n in _ShareImage.NAMES if n in parser.found), None)
+    return urljoin(url, image) if image else None
+
+
 def html_text(fragment: str) -> tuple[str, str | None]:
     """(plain text with whitespace collapsed, first `<img src>`) of an HTML fragment."""
     extractor = _TextExtractor()
@@ -127,9 +160,9 @@ def _distinct(names: Iterable[str]) -> tuple[str, ...]:
 # -- RSS and Atom (feedparser) -------------------------------------------------------------
 
 
-def _xml_image(entry: Mapping[str, Any], content_image: str | None) -> str | None:
-    """media:content (an image), media:thumbnail, an image enclosure, the entry's own image
-    (itunes:image and the like), else the first image in its content."""
+def _xml_image(entry: Mapping[str, Any]) -> str | None:
+    """media:content (an image), media:thumbnail, an image enclosure, else the entry's own
+    image (itunes:image and the like)."""
     for media in entry.get("media_content", []):
         medium, kind = media.get("medium", ""), media.get("type", "")
         if media.get("url") and (medium == "image" or kind.startswith("image/") or not (medium or kind)):
@@ -143,7 +176,7 @@ def _xml_image(entry: Mapping[str, Any], content_image: str | None) -> str | Non
     image = entry.get("image")
     if isinstance(image, Mapping) and image.get("href"):
         return image["href"]
-    return content_image
+    return None
 
 
 def _xml_entry(entry: Mapping[str, Any]) -> FeedEntry | None:
@@ -164,7 +197,8 @@ def _xml_entry(entry: Mapping[str, Any]) -> FeedEntry | None:
         link=link,
         title=_text_of(entry.get("title"), entry.get("title_detail")),
         summary=summary,
-        image=_xml_image(entry, content_image or summary_image),
+        image=_xml_image(entry),
+        content_image=content_image or summary_image,
         categories=_distinct(categories),
         published=float(calendar.timegm(when)) if when else None,
     )
@@ -206,7 +240,7 @@ def _json_time(value: object) -> float | None:
     return moment.timestamp() if moment.tzinfo else moment.replace(tzinfo=UTC).timestamp()
 
 
-def _json_image(item: Mapping[str, Any], content_image: str | None) -> str | None:
+def _json_image(item: Mapping[str, Any]) -> str | None:
     for name in ("image", "banner_image"):
         if isinstance(item.get(name), str) and item[name]:
             return item[name]
@@ -218,7 +252,7 @@ def _json_image(item: Mapping[str, Any], content_image: str | None) -> str | Non
             and isinstance(attachment.get("url"), str)
         ):
             return attachment["url"]
-    return content_image
+    return None
 
 
 def _json_entry(item: object, base: str) -> FeedEntry | None:
@@ -234,7 +268,7 @@ def _json_entry(item: object, base: str) -> FeedEntry | None:
         html_text(item["content_html"]) if isinstance(item.get("content_html"), str) else ("", None)
     )
     summary = _plain(item.get("summary")) or _plain(item.get("content_text")) or content_text
-    image = _json_image(item, content_image)
+    image = _json_image(item)
     tags = item.get("tags")
     return FeedEntry(
         key=key,
@@ -242,6 +276,7 @@ def _json_entry(item: object, base: str) -> FeedEntry | None:
         title=_plain(item.get("title")),
         summary=summary,
         image=urljoin(base, image) if image else None,
+        content_image=urljoin(base, content_image) if content_image else None,
         categories=_distinct(t for t in (tags if isinstance(tags, list) else []) if isinstance(t, str)),
         published=_json_time(item.get("date_published")) or _json_time(item.get("date_modified")),
     )

@@ -5,6 +5,8 @@
 - Afterwards an entry not seen before becomes `publishing.publish` (one campaign per story id,
   whichever of feed, webhook or `storypush publish` comes first), unless it was published
   (or updated) longer ago than `STORYPUSH_FEED_MAX_AGE`.
+- A new entry for which the feed names no image gets the one its article page names for
+  sharing (`og:image`), fetched as safely as the feed, for at most `PAGE_LOOKUPS` entries a poll.
 - An entry whose title changed while its campaign has not finished becomes `publishing.update`.
 - Problems of the feed (network, HTTP, size, time, unreadable document) are recorded on the
   feed and logged; they never raise, so the poll's schedule carries on with back-off.
@@ -17,15 +19,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from rq import Queue
 
 from . import publishing
 from .errors import FeedProblem
 from .feed_fetch import FeedFetcher
-from .feed_parsing import FeedEntry, ParsedFeed, parse_feed
+from .feed_parsing import FeedEntry, ParsedFeed, parse_feed, share_image
 from .feed_stories import EntrySkipped, TopicMatcher, entry_story, story_id_for, title_digest
 from .settings import Settings
 from .store import Store
@@ -33,6 +36,10 @@ from .store.campaign_store import FINAL_STATES
 from .store.feed_store import Feed
 
 logger = logging.getLogger(__name__)
+
+# Article pages fetched per poll for their sharing image; only the <head> matters.
+PAGE_LOOKUPS = 5
+PAGE_BYTES = 512 * 1024
 
 
 @dataclass
@@ -60,8 +67,10 @@ def _read(fetcher: FeedFetcher, feed: Feed) -> tuple[ParsedFeed | None, tuple[st
 class FeedPoll:
     """Everything one poll needs, so the steps read as a story."""
 
-    def __init__(self, store: Store, queue: Queue, settings: Settings, feed: Feed, now: float):
+    def __init__(self, store: Store, queue: Queue, settings: Settings, feed: Feed, fetcher: FeedFetcher, now: float):
         self.store = store
+        self.fetcher = fetcher
+        self.page_lookups = PAGE_LOOKUPS
         self.queue = queue
         self.settings = settings
         self.feed = feed
@@ -69,9 +78,9 @@ class FeedPoll:
         self.matcher = TopicMatcher(settings.topics, feed.category_map, feed.topics)
         self.log_extra = {"feed_id": feed.id_}
 
-    def run(self, fetcher: FeedFetcher) -> PollResult:
+    def run(self) -> PollResult:
         try:
-            parsed, validators = _read(fetcher, self.feed)
+            parsed, validators = _read(self.fetcher, self.feed)
         except FeedProblem as problem:
             return self._failed(problem)
         if parsed is None:
@@ -134,6 +143,8 @@ class FeedPoll:
         if entry.published is not None and entry.published < self.now - self.settings.feeds.max_age:
             result.skipped["older than STORYPUSH_FEED_MAX_AGE"] += 1
             return
+        if not entry.image and entry.link:
+            entry = replace(entry, image=self._share_image(entry.link))
         story = self._story(entry, result)
         if story is None:
             return
@@ -147,6 +158,19 @@ class FeedPoll:
                 published.campaign_id,
                 extra={**self.log_extra, "campaign_id": published.campaign_id},
             )
+
+    def _share_image(self, link: str) -> str | None:
+        """The article page's og:image, if the page can be fetched (a failure only costs the image)."""
+        if self.page_lookups <= 0:
+            return None
+        self.page_lookups -= 1
+        try:
+            page = self.fetcher.fetch(link, max_bytes=PAGE_BYTES)
+        except FeedProblem as problem:
+            logger.info("feed %s: no sharing image from %s (%s)", self.feed.id_, urlsplit(link).hostname,
+                        problem.reason, extra={**self.log_extra, "reason": problem.reason})  # fmt: skip
+            return None
+        return share_image(page.body, page.url)
 
     def _update(self, story_id: str, entry: FeedEntry, result: PollResult) -> None:
         campaign_id = self.store.campaigns.id_for_story(story_id)

@@ -107,7 +107,7 @@ def entry_story(entry: FeedEntry, matcher: TopicMatcher, known_topics: frozenset
         "title": _cut(title, TITLE_CHARS),
         "body": _cut(entry.summary, BODY_CHARS) if entry.title else "",
         "url": link,
-        "image": _url(entry.image),
+        "image": _url(entry.image) or _url(entry.content_image),
         "topics": topics,
     }
     present = {name: value for name, value in data.items() if value is not None}

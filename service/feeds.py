@@ -194,7 +194,7 @@ def next_delay(every: int, failures: int, retry_after: float | None = None) -> f
     return float(delay)
 
 
-def run_poll(services: Services, feed_id: str, slot: int, fetcher: FeedFetcher | None = None) -> str:
+def run_poll(services: Services, feed_id: str, slot: int) -> str:
     """The poll job's body: claim the slot, poll, schedule the next poll, release.
 
     Returns what happened (RQ keeps it only for failed jobs; tests read it).
@@ -211,9 +211,8 @@ def run_poll(services: Services, feed_id: str, slot: int, fetcher: FeedFetcher |
             return "removed"
         now = time.time()
         try:
-            result = FeedPoll(services.store, services.queue, services.settings, feed, now).run(
-                fetcher or FeedFetcher(services.settings.feeds)
-            )
+            fetcher = FeedFetcher(services.settings.feeds)
+            result = FeedPoll(services.store, services.queue, services.settings, feed, fetcher, now).run()
         except redis.RedisError:
             raise  # RQ retries the job; its slot is still current
         except Exception as exc:  # a feed that trips a bug must still show as failing and keep polling

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from service.errors import FeedProblem
-from service.feed_parsing import html_text, parse_feed
+from service.feed_parsing import html_text, parse_feed, share_image
 from service.feed_stories import EntrySkipped, TopicMatcher, entry_story, story_id_for
 from service.stories import StoryData
 from service.topics import parse_topics
@@ -43,7 +43,8 @@ def test_each_format_gives_id_title_text_link_image_and_date(build):
     assert walrus.key == WALRUS.key and plain.key == PLAIN.key
     assert walrus.title == WALRUS.title and walrus.link == WALRUS.link
     assert walrus.summary.startswith("The director said it was the hardest thing I\u2019ve filmed. Second & last.")
-    assert walrus.image == WALRUS.image and plain.image is None
+    assert (walrus.image or walrus.content_image) == WALRUS.image
+    assert plain.image is None and plain.content_image is None
     assert walrus.published == pytest.approx(int(WALRUS.published), abs=1)
     assert parsed.title and parsed.warning is None
 
@@ -73,7 +74,7 @@ def test_categories_come_from_rss_atom_and_json_tags():
 
 def test_wordpress_featured_image_is_found_in_the_content():
     (entry,) = parse(docs.wordpress_rss([WALRUS])).entries
-    assert entry.image == WALRUS.image  # only an <img> in content:encoded carries it
+    assert entry.image is None and entry.content_image == WALRUS.image  # only an <img> in content:encoded
 
 
 def test_image_sources_in_order_of_preference():
@@ -92,7 +93,7 @@ def test_image_sources_in_order_of_preference():
     a, b, c = parse(document).entries
     assert a.image == "https://p.example/thumb.jpg"  # the video is no image; the thumbnail is
     assert b.image == "https://p.example/cover.png"
-    assert c.image == "https://publisher.example/relative.jpg"  # resolved against the feed URL
+    assert c.image is None and c.content_image == "https://publisher.example/relative.jpg"  # resolved
 
 
 def test_json_feed_details():
@@ -135,6 +136,17 @@ def test_an_empty_feed_is_fine():
 def test_feedparser_never_reads_a_local_file_named_by_the_body():
     with pytest.raises(FeedProblem):
         parse("/etc/hostname")
+
+
+def test_share_image_of_an_article_page():
+    page = b"""<!doctype html><html><head><meta name="twitter:image" content="https://cdn.example/tw.jpg">
+      <meta property="og:image" content="/img/og.jpg"><meta property="og:title" content="x"></head>
+      <body><img src="https://cdn.example/inline.jpg"></body></html>"""
+    assert share_image(page, "https://publisher.example/news/a/") == "https://publisher.example/img/og.jpg"
+    assert share_image(b'<link rel="image_src" href="https://cdn.example/s.jpg">', "https://p.example/") == (
+        "https://cdn.example/s.jpg"
+    )
+    assert share_image(b"<html><head><title>none</title></head></html>", "https://p.example/") is None
 
 
 def test_html_to_text_keeps_words_apart_and_drops_scripts():

@@ -15,6 +15,7 @@ from rq.registry import ScheduledJobRegistry
 
 from service import feeds
 from service.errors import Conflict
+from service.feed_polling import PAGE_LOOKUPS
 from service.feeds import FeedSpec, add_feed, run_poll, spec_context
 from service.state import AppState
 from service.store import keys
@@ -318,3 +319,38 @@ def test_remembered_entries_are_bounded(services, redis_client):
     assert redis_client.hlen(keys.feed_titles(feed.id_)) == MAX_ENTRIES
     assert store.title_digests(feed.id_, ["old-1"]) == {}
     assert 0 < redis_client.ttl(keys.feed_seen(feed.id_)) <= 7 * 86400
+
+
+def test_an_entry_without_an_image_gets_its_article_pages_sharing_image(services, feed_server):
+    feed_id = add(services, feed_server, "/rss/", ghost_rss([]))
+    poll(services, feed_id)
+    feed_server.serve("/news/og/", '<html><head><meta property="og:image" content="/uploads/og.jpg"></head></html>',
+                      content_type="text/html")  # fmt: skip
+    with_page = item(1, image=None, link=feed_server.url("/news/og/"))
+    no_page = item(2, image=None, link=feed_server.url("/news/missing/"))
+    named = item(3, link=feed_server.url("/news/named/"))  # media:content names one: no page fetched
+    feed_server.serve("/rss/", ghost_rss([with_page, no_page, named]))
+    poll(services, feed_id)
+    assert campaign_for(services, "story-1")["story"]["image"] == feed_server.url("/uploads/og.jpg")
+    assert "image" not in campaign_for(services, "story-2")["story"]  # page gone, no <img> either
+    assert campaign_for(services, "story-3")["story"]["image"] == "https://publisher.example/img/story-3.jpg"
+    assert feed_server.hits_for("/news/named/") == []
+
+
+def test_the_first_img_of_the_content_is_the_last_resort(services, feed_server):
+    feed_id = add(services, feed_server, "/feed.json", json_feed([]))
+    poll(services, feed_id)
+    entry = item(1, image=None, summary='<p>Text <img src="https://cdn.example/inline.jpg"></p>')
+    feed_server.serve("/feed.json", json_feed([entry]))
+    poll(services, feed_id)
+    assert campaign_for(services, "story-1")["story"]["image"] == "https://cdn.example/inline.jpg"
+
+
+def test_article_pages_fetched_per_poll_are_limited(services, feed_server):
+    feed_id = add(services, feed_server, "/rss/", ghost_rss([]))
+    poll(services, feed_id)
+    entries = [item(n, image=None, link=feed_server.url(f"/page-{n}")) for n in range(8)]
+    feed_server.serve("/rss/", ghost_rss(entries))
+    poll(services, feed_id)
+    assert len([h for h in feed_server.hits if h.path.startswith("/page-")]) == PAGE_LOOKUPS
+    assert len(services.store.campaigns.list_ids()) == 8
