@@ -30,6 +30,7 @@ from service import create_app
 from service.cli import main
 from service.settings import Settings
 from service.vapid import KEY_FILE
+from tests.feed_documents import Item, ghost_rss
 from tests.helpers import TEST_SUBJECT, kill_embedded_redis, subscribe_body
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,13 +190,13 @@ def _free_port() -> int:
 class DevProcess:
     """A running `storypush dev`, its output collected by a thread (a pipe must be drained)."""
 
-    def __init__(self, data_dir: Path, port: int):
+    def __init__(self, data_dir: Path, port: int, **env: str):
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "dev", "--port", str(port)],
             cwd=REPO,
-            env=_env(data_dir, STORYPUSH_RATE_LIMIT="100000"),
+            env=_env(data_dir, STORYPUSH_RATE_LIMIT="100000", **env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -290,12 +291,30 @@ def dev_data_dir(tmp_path: Path) -> Iterator[Path]:
     kill_embedded_redis(data_dir)
 
 
+def _dev_polls_a_feed(dev: DevProcess, token: str, feed_server) -> None:
+    """`dev` alone (no other process) polls a feed added through the operator API."""
+    story = Item(key="dev-1", title="Dev story", link="https://publisher.example/dev-1", categories=["News"])
+    feed_server.serve("/rss/", ghost_rss([story]))
+    headers = {"Authorization": f"Bearer {token}"}
+    feeds_api = f"{dev.base}/admin/api/feeds"
+    added = requests.post(feeds_api, json={"url": feed_server.url("/rss/")}, headers=headers, timeout=5)
+    assert added.status_code == 201, added.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        (feed,) = requests.get(feeds_api, headers=headers, timeout=5).json()["feeds"]
+        if feed["last_success_at"]:
+            assert feed["entries_seen"] == 1 and feed["failures"] == 0
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"storypush dev never polled the feed: {feed}")
+
+
 @pytest.mark.slow
-def test_dev_runs_everything_and_ctrl_c_stops_it_all(dev_data_dir: Path):
+def test_dev_runs_everything_and_ctrl_c_stops_it_all(dev_data_dir: Path, feed_server):
     body = subscribe_body(topics=["animals", "sport"], locale="en-GB", timezone="Europe/London")
     port = _free_port()
 
-    dev = DevProcess(dev_data_dir, port)
+    dev = DevProcess(dev_data_dir, port, STORYPUSH_FEED_HOSTS=feed_server.authority)
     try:
         dev.wait_for_line(rf"API\s+http://127\.0\.0\.1:{port}/api/v1/topics")
         dev.wait_for_line(rf"dashboard\s+http://127\.0\.0\.1:{port}/admin")
@@ -309,6 +328,7 @@ def test_dev_runs_everything_and_ctrl_c_stops_it_all(dev_data_dir: Path):
         id_ = created.json()["id"]
         key = requests.get(f"{dev.base}/api/v1/vapid-public-key", timeout=5).json()["publicKey"]
         assert (dev_data_dir / KEY_FILE).exists()
+        _dev_polls_a_feed(dev, token, feed_server)
 
         _stop_and_check_all_gone(dev, dev_data_dir)
     finally:
