@@ -8,6 +8,7 @@ waits in real time with real worker processes).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -131,3 +132,19 @@ def test_a_broken_feed_never_stops_the_others(feed_fanout, sim, vapid_key, feed_
     assert state[broken]["failures"] == 2 and state[broken]["last_error"].startswith("http_500")
     assert state[good]["failures"] == 0 and state[good]["last_error"] is None
     assert store.feeds.current_slot(broken) > store.feeds.current_slot(good)  # backing off
+
+
+def test_the_workers_maintenance_restarts_a_stalled_schedule(feed_fanout, feed_server, redis_client):
+    client = feed_fanout.test_client()
+    store = feed_fanout.extensions["storypush"].store
+    feed_server.serve("/rss/", ghost_rss([story(1)]))
+    feed_id = add_feed(client, feed_server.url("/rss/"), every=60)
+    advance(feed_fanout, redis_client)
+    # Lose the scheduled poll (as a worker killed at the wrong moment or a Redis outage might).
+    queue = Queue("storypush", connection=redis_client)
+    ScheduledJobRegistry(queue=queue).remove(feeds.poll_job_id(feed_id, store.feeds.current_slot(feed_id)))
+    store.feeds.set_slot(feed_id, int((time.time() - 600) * 1000))
+    StorypushWorker([queue], connection=redis_client).work(burst=True)  # maintenance runs first
+    feed = store.feeds.get(feed_id)
+    assert feed.polls["polls_ok"] == 2 and len(feed_server.hits_for("/rss/")) == 2
+    assert store.feeds.current_slot(feed_id) / 1000 == pytest.approx(time.time() + 60, abs=5)
