@@ -20,9 +20,9 @@ from flask import Blueprint, Response, g, jsonify, redirect, render_template, re
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
-from . import queueing
+from . import feeds, queueing
 from .errors import Conflict, Forbidden, InvalidField, NotFound, Unauthorized
-from .http import bearer_token, same_secret, token_matches
+from .http import bearer_token, parse_body, same_secret, token_matches
 from .openapi import build_admin_openapi
 from .state import current_state
 from .store.campaign_store import FINAL_STATES, CampaignState
@@ -265,6 +265,37 @@ def delete_failed_job(job_id: str) -> Response:
     """Forget a failed job."""
     queueing.delete_failed_job(*_queues(), job_id)
     return jsonify({"id": job_id, "status": "deleted"})
+
+
+@bp.get("/api/feeds")
+def list_feeds() -> Response:
+    """Every feed with its poll status, oldest first."""
+    return jsonify({"feeds": [feed.as_json() for feed in current_state().store.feeds.list()]})
+
+
+@bp.post("/api/feeds")
+def add_feed() -> tuple[Response, int]:
+    """Add a feed (`url`, `topics`?, `category_map`?, `every`?); its first poll sends nothing."""
+    state = current_state()
+    spec = parse_body(feeds.FeedSpec, **feeds.spec_context(state.settings, state.store))
+    return jsonify(feeds.add_feed(state, spec).as_json()), 201
+
+
+@bp.get("/api/feeds/<feed_id>")
+def feed(feed_id: str) -> Response:
+    """One feed and its poll status."""
+    found = current_state().store.feeds.get(feed_id)
+    if found is None:
+        raise NotFound(f"no feed {feed_id}", field="id")
+    return jsonify(found.as_json())
+
+
+@bp.delete("/api/feeds/<feed_id>")
+def remove_feed(feed_id: str) -> tuple[str, int]:
+    """Stop polling a feed and forget it (its stories' campaigns stay)."""
+    if not feeds.remove_feed(current_state(), feed_id):
+        raise NotFound(f"no feed {feed_id}", field="id")
+    return "", 204
 
 
 def is_final(state: str) -> bool:

@@ -243,6 +243,7 @@ def dev(host: str, port: int, worker_processes: int) -> None:
                 else ("refuses calls until STORYPUSH_WEBHOOK_SECRET is set; `storypush publish` needs none")
             )
             click.echo(f"  webhook      POST {base}/webhooks/cms  ({webhook_state})")
+            click.echo("  feeds        storypush feeds add URL  (polled by the worker; no CMS integration needed)")
             click.echo(f"  VAPID key    {key.public_key_b64}")
             click.echo("Ctrl-C stops everything.")
             while not stop["now"]:
@@ -350,6 +351,77 @@ def campaign_cancel(campaign_id: str) -> None:
     if not store.campaigns.cancel(campaign_id):  # only moves a campaign that is not final yet
         raise click.ClickException(f"campaign {campaign_id} is already {store.campaigns.state(campaign_id)}")
     click.echo(f"campaign {campaign_id} cancelled ({_progress(campaign)} of {campaign['targeted']} already done)")
+
+
+@main.group("feeds")
+def feeds_group() -> None:
+    """Poll publishers' RSS / Atom / JSON feeds for new stories (no CMS webhook needed).
+
+    A feed's first poll records what is there and sends nothing; after that each new entry
+    goes out once, exactly as a story.published webhook would.
+    """
+
+
+@feeds_group.command("add")
+@click.argument("url")
+@click.option("--topic", "topics", multiple=True, help="Topic for entries none of whose categories match; repeat.")
+@click.option(
+    "--category-map",
+    default=None,
+    help='Feed categories to topics, e.g. "Animals=animals,TV and Film=tv-and-film".',
+)
+@click.option("--every", default=120, show_default=True, type=int, help="Seconds between polls (10 to 86400).")
+def feeds_add(url: str, topics: tuple[str, ...], category_map: str | None, every: int) -> None:
+    """Add a feed and print its id; the workers poll it from now on."""
+    from pydantic import ValidationError
+
+    from . import feeds
+    from .errors import ApiError
+    from .state import AppState
+
+    state = AppState(_settings())
+    data = {"url": url, "topics": list(topics), "category_map": category_map, "every": every}
+    try:
+        spec = feeds.FeedSpec.model_validate(data, context=feeds.spec_context(state.settings, state.store))
+        feed = feeds.add_feed(state, spec)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(map(str, first["loc"]))
+        raise click.ClickException(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(feed.id_)
+
+
+@feeds_group.command("list")
+def feeds_list() -> None:
+    """Every feed: poll interval, health, entries seen, stories sent, URL."""
+    rows = _store().feeds.list()
+    if not rows:
+        click.echo("no feeds")
+        return
+    click.echo(f"{'ID':<14} {'EVERY':>6} {'FAILS':>5} {'SEEN':>6} {'SENT':>5}  {'LAST SUCCESS':<19}  URL")
+    for feed in rows:
+        click.echo(
+            f"{feed.id_:<14} {feed.every:>5}s {feed.failures:>5} {feed.entries_seen:>6} {feed.stories:>5}"
+            f"  {_when(feed.last_success_at):<19}  {feed.url}"
+        )
+        mapped = ", ".join(f"{name}={topic}" for name, topic in feed.category_map.items())
+        click.echo(f"{'':<14} topics: {', '.join(feed.topics) or '-'}; categories: {mapped or 'by name'}")
+        if feed.failures and feed.last_error:
+            click.echo(f"{'':<14} failing: {feed.last_error}")
+
+
+@feeds_group.command("remove")
+@click.argument("feed_id")
+def feeds_remove(feed_id: str) -> None:
+    """Stop polling a feed and forget it (campaigns it started stay)."""
+    from . import feeds
+    from .state import AppState
+
+    if not feeds.remove_feed(AppState(_settings()), feed_id):
+        raise click.ClickException(f"no feed {feed_id}")
+    click.echo(f"removed feed {feed_id}")
 
 
 @main.group("subscribers")

@@ -61,3 +61,18 @@ class RateLimited(ApiError):
 
 class Conflict(ApiError):
     status, code = 409, "conflict"
+
+
+class FeedProblem(Exception):
+    """A publisher's feed could not be fetched or read: the feed's fault (or its server's),
+    recorded on the feed and retried with back-off, never fatal to other feeds.
+
+    `reason` is a short code for metrics and the dashboard (`timeout`, `http_404`, `too_large`,
+    `malformed`, `blocked`, ...); `retry_after` is the server's own Retry-After in seconds, if any.
+    """
+
+    def __init__(self, reason: str, message: str, retry_after: float | None = None):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after

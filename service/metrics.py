@@ -60,6 +60,7 @@ class RedisCollector:
         for outcome, count in metrics.webhook_calls().items():
             webhooks.add_metric([outcome], count)
         yield webhooks
+        yield from self._feeds()
         yield from self._gauges()
 
     def _lanes(self) -> Iterator[Metric]:
@@ -91,6 +92,25 @@ class RedisCollector:
         yield events
         yield states
         yield from gauges.values()
+
+    def _feeds(self) -> Iterator[Metric]:
+        """Per feed (label `feed`, its id): polls by result, consecutive failures, last success."""
+        polls = CounterMetricFamily("storypush_feed_polls", "Feed polls by result.", labels=["feed", "result"])
+        entries = CounterMetricFamily("storypush_feed_entries_seen", "Distinct feed entries seen.", labels=["feed"])
+        stories = CounterMetricFamily("storypush_feed_stories", "Campaigns a feed started.", labels=["feed"])
+        failures = GaugeMetricFamily("storypush_feed_failures", "Consecutive failed polls of a feed.", labels=["feed"])
+        last_success = GaugeMetricFamily(
+            "storypush_feed_last_success_timestamp_seconds", "When a feed was last read.", labels=["feed"]
+        )
+        for feed in self.store.feeds.list():
+            for name, count in feed.polls.items():
+                polls.add_metric([feed.id_, name.removeprefix("polls_")], count)
+            entries.add_metric([feed.id_], feed.entries_seen)
+            stories.add_metric([feed.id_], feed.stories)
+            failures.add_metric([feed.id_], feed.failures)
+            if feed.last_success_at is not None:
+                last_success.add_metric([feed.id_], feed.last_success_at)
+        yield from (polls, entries, stories, failures, last_success)
 
     def _gauges(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("storypush_queue_jobs", "RQ jobs per queue and state.", labels=["queue", "state"])

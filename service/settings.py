@@ -38,6 +38,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _bounded(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    value = _int(env, name, default, minimum)
+    if value > maximum:
+        raise SettingsError(name, f"must be at most {maximum}, got {value}")
+    return value
+
+
 def _csv(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
@@ -65,11 +72,12 @@ def check_vapid_subject(subject: str) -> str | None:
     return f"has an IP address, not a domain ({domain})"
 
 
-def _check_push_host(entry: str) -> str:
+def _check_host(variable: str, entry: str) -> str:
+    """One `host[:port]` entry of a host list, by the endpoint parser's rules, lower-cased."""
     try:
         return check_host_entry(entry)
     except InvalidEndpoint as exc:
-        raise SettingsError("STORYPUSH_PUSH_HOSTS", f"has a bad entry {entry!r}: {exc}") from None
+        raise SettingsError(variable, f"has a bad entry {entry!r}: {exc}") from None
 
 
 def _check_webhook_secret(raw: str | None) -> str | None:
@@ -83,6 +91,21 @@ def _check_webhook_secret(raw: str | None) -> str | None:
     if len(decoded) < 16:
         raise SettingsError("STORYPUSH_WEBHOOK_SECRET", "must decode to at least 16 bytes")
     return raw
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    """How publishers' feeds are fetched and which of their entries may go out."""
+
+    # host[:port] entries trusted over plain http and on private addresses (an intranet
+    # CMS, a test server on 127.0.0.1); every other feed is https on a public address.
+    trusted_hosts: tuple[str, ...] = ()
+    # An entry published (or updated) longer ago than this is recorded, never sent.
+    max_age: int = 86400
+    # Bytes of (decompressed) body read before the fetch counts as failed.
+    max_bytes: int = 5 * 1024 * 1024
+    # Seconds one fetch may take, redirects and body included.
+    timeout: int = 10
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,7 @@ class Settings:
     queue_name: str = "storypush"
     topics: tuple[Topic, ...] = field(default_factory=lambda: parse_topics(None))
     targeting: Targeting = field(default_factory=Targeting)
+    feeds: FeedSettings = field(default_factory=FeedSettings)
 
     def require_production(self) -> None:
         """Refuse to run `web`/`worker` with a configuration push services would reject."""
@@ -145,7 +169,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         admin_token=env.get("STORYPUSH_ADMIN_TOKEN") or None,
         metrics_token=env.get("STORYPUSH_METRICS_TOKEN") or None,
         allowed_origins=tuple(o.rstrip("/") for o in _csv(env.get("STORYPUSH_ALLOWED_ORIGINS"))),
-        push_hosts=tuple(_check_push_host(h) for h in _csv(env.get("STORYPUSH_PUSH_HOSTS"))),
+        push_hosts=tuple(_check_host("STORYPUSH_PUSH_HOSTS", h) for h in _csv(env.get("STORYPUSH_PUSH_HOSTS"))),
         rate_limit_per_minute=_int(env, "STORYPUSH_RATE_LIMIT", 60),
         new_subscriptions_per_minute=_int(env, "STORYPUSH_NEW_SUBSCRIPTIONS_PER_MINUTE", 6000, minimum=0),
         trusted_proxies=_int(env, "STORYPUSH_TRUSTED_PROXIES", 0, minimum=0),
@@ -157,6 +181,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         targeting=Targeting(
             frequency_cap=_int(env, "STORYPUSH_FREQUENCY_CAP", 0, minimum=0),
             quiet_hours=parse_quiet_hours(env.get("STORYPUSH_QUIET_HOURS")),
+        ),
+        feeds=FeedSettings(
+            trusted_hosts=tuple(_check_host("STORYPUSH_FEED_HOSTS", h) for h in _csv(env.get("STORYPUSH_FEED_HOSTS"))),
+            max_age=_bounded(env, "STORYPUSH_FEED_MAX_AGE", 86400, 60, 30 * 86400),
+            max_bytes=_bounded(env, "STORYPUSH_FEED_MAX_BYTES", 5 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+            timeout=_bounded(env, "STORYPUSH_FEED_TIMEOUT", 10, 1, 120),
         ),
     )
     if settings.targeting.frequency_cap > MAX_FREQUENCY_CAP:

@@ -14,10 +14,12 @@ story out (CONTRACT.md: "longer texts are cut, never refused").
 from __future__ import annotations
 
 import math
+import re
 import time
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Literal
+from urllib.parse import SplitResult, urlsplit
 from zoneinfo import available_timezones
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,6 +32,7 @@ from .vapid import b64url_decode
 from .vocabulary import DEFAULT_TTL, DEFAULT_URGENCY, PromptEventType, ReceiptType, Urgency
 
 MAX_TOPICS = 32
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 # Query bounds of the operator API: campaigns listed, minutes of send rate charted.
 MAX_CAMPAIGNS = 500
 MAX_RATE_MINUTES = 120
@@ -38,6 +41,24 @@ MAX_SCHEDULE_AHEAD = 366 * 86400
 # Four URLs of this size, the id and the JSON framing still leave room in the
 # 2,600-byte push payload for a title and body.
 MAX_URL = 512
+
+
+def split_url(url: str, max_length: int) -> SplitResult:
+    """`url` parsed (its port too), for the checks push endpoints and feed URLs share.
+
+    Raises:
+        ValueError: saying why it is no usable URL (too long, spaces or control characters, unparseable).
+    """
+    if len(url) > max_length:
+        raise ValueError(f"is longer than {max_length} characters")
+    if _SPACE_OR_CONTROL.search(url):
+        raise ValueError("contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    return parts
 
 
 def _decode_point(value: str) -> bytes:

@@ -6,6 +6,8 @@ There is no fake anywhere: if Redis cannot start, the session fails loudly.
 from __future__ import annotations
 
 import base64
+import io
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import redis
 
 from service import create_app
 from service.embedded_redis import EmbeddedRedis, ensure_embedded_redis
+from service.logs import _StorypushHandler, configure_logging
 from service.settings import Settings
 from service.vapid import VapidKey, create_key
 from tests.helpers import TEST_SUBJECT
@@ -117,3 +120,32 @@ def fanout(fanout_settings: Settings, vapid_key: VapidKey, redis_client: redis.R
     set_runtime(Runtime(fanout_settings))
     yield app
     set_runtime(None)
+
+
+@pytest.fixture
+def feed_server() -> Iterator:
+    """A real HTTP server on 127.0.0.1 serving the test's feeds (see tests/helpers/feed_server.py)."""
+    from tests.helpers.feed_server import FeedServer
+
+    with FeedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def feed_settings(settings: Settings, feed_server) -> Settings:
+    """Settings that trust the local feed server (plain http on 127.0.0.1), as an operator's
+    STORYPUSH_FEED_HOSTS would; a short fetch timeout keeps failure tests quick."""
+    from service.settings import FeedSettings
+
+    return settings.with_overrides(feeds=FeedSettings(trusted_hosts=(feed_server.authority,), timeout=3))
+
+
+@pytest.fixture
+def json_logs():
+    """Capture JSON log lines as the worker and web processes write them."""
+    stream = io.StringIO()
+    configure_logging("worker", stream=stream)
+    yield stream
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StorypushHandler)]:
+        root.removeHandler(handler)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import redis
 from rq import Queue, SimpleWorker
 from rq.worker_pool import WorkerPool
 
 from service.logs import configure_logging
 from service.settings import Settings
 from service.store import WORKER_PATIENCE, connect, resolve_redis_urls
+
+from .feeds import reschedule_stalled_feeds
 
 # Only a worker's maintenance pass hands a job abandoned by a SIGKILLed worker
 # back to the queue, once the job's heartbeat lapsed (a SimpleWorker's: job
@@ -29,6 +32,15 @@ class StorypushWorker(SimpleWorker):
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         super().__init__(*args, **kwargs)
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's own maintenance, then restart any feed whose poll schedule stalled (a feed's
+        polls normally schedule each other; this is the safety net, every 30 s per worker)."""
+        super().run_maintenance_tasks()
+        try:
+            reschedule_stalled_feeds()
+        except redis.RedisError as exc:
+            self.log.warning("feeds: could not check poll schedules (%s); next maintenance tries again", exc)
 
 
 def queue_connection(settings: Settings):

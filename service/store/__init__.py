@@ -20,6 +20,7 @@ from ..topics import Topic
 from ..vocabulary import PromptEventType
 from . import keys
 from .campaign_store import AudienceStore, CampaignStore
+from .feed_store import FeedStore
 from .frequency_cap import FrequencyCapStore
 from .metrics_store import MetricsStore
 from .rate_limit import RateLimiter
@@ -101,6 +102,10 @@ class Store:
     @cached_property
     def metrics(self) -> MetricsStore:
         return MetricsStore(self.client)
+
+    @cached_property
+    def feeds(self) -> FeedStore:
+        return FeedStore(self.client)
 
     @cached_property
     def frequency_caps(self) -> FrequencyCapStore:

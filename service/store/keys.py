@@ -112,3 +112,32 @@ def metrics_rate(minute: int) -> str:
 def campaign_todo(campaign_id: str) -> str:
     """List of first-attempt batch ranges ("start:end") a busy worker may take on early."""
     return f"{PREFIX}c:{campaign_id}:todo"
+
+
+# -- feeds: publishers' RSS / Atom / JSON feeds polled for new stories --
+
+FEEDS = PREFIX + "feeds"  # sorted set: feed id by creation time
+FEED_URLS = PREFIX + "feeds:urls"  # hash: feed URL -> feed id (one feed per URL)
+# Sorted set: feed id -> the slot (Unix ms) of its one live poll job. A poll job runs only
+# while its slot is the feed's current one, so a duplicated job can never fork the schedule.
+FEEDS_DUE = PREFIX + "feeds:due"
+
+
+def feed(feed_id: str) -> str:
+    """Hash: the feed's settings, HTTP validators and poll status."""
+    return f"{PREFIX}feed:{feed_id}"
+
+
+def feed_titles(feed_id: str) -> str:
+    """Hash: story id -> digest of the title last seen, for every entry the feed remembers."""
+    return f"{PREFIX}feed:{feed_id}:titles"
+
+
+def feed_seen(feed_id: str) -> str:
+    """Sorted set: story id -> when the entry was last in the feed (pruned after a week away)."""
+    return f"{PREFIX}feed:{feed_id}:seen"
+
+
+def feed_lease(feed_id: str) -> str:
+    """Held by the one worker polling the feed, so two workers never poll it at once."""
+    return f"{PREFIX}feed:{feed_id}:lease"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import expect
 from rq import Queue
 
 from service.settings import Settings
@@ -17,19 +17,10 @@ from service.store import Store
 from service.store.campaign_store import CampaignState
 from service.store.metrics_store import PushTally
 from tests.helpers import subscribe_body
-from tests.helpers.admin import ADMIN_TOKEN, make_campaign, make_failed_job
-from tests.helpers.browser import SCREENSHOTS, LiveServer, wait_until
+from tests.helpers.admin import make_campaign, make_failed_job
+from tests.helpers.browser import SCREENSHOTS, LiveServer, sign_in, wait_until
 
 pytestmark = pytest.mark.browser
-
-
-def sign_in(context: BrowserContext, server: LiveServer, token: str = ADMIN_TOKEN) -> Page:
-    page = context.new_page()
-    page.goto(server.url + "/admin")
-    expect(page).to_have_url(server.url + "/admin/login?next=/admin")
-    page.fill("#token", token)
-    page.click("button[type=submit]")
-    return page
 
 
 def populate(store: Store, client) -> None:

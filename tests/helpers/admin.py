@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rq import Queue, SimpleWorker
 from rq.registry import FailedJobRegistry
 
@@ -29,3 +31,12 @@ def make_failed_job(connection, queue_name: str, message: str = "push service on
     SimpleWorker([queue], connection=connection).work(burst=True)
     assert job.id in FailedJobRegistry(queue_name, connection=connection)
     return job.id
+
+
+def sign_in(client) -> str:
+    """Sign in through the form; returns the session's CSRF token (from the dashboard page)."""
+    response = client.post("/admin/login", data={"token": ADMIN_TOKEN})
+    assert response.status_code == 302
+    page = client.get("/admin")
+    assert page.status_code == 200
+    return re.search(r'name="csrf-token" content="([^"]+)"', page.get_data(as_text=True)).group(1)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from flask import Flask, request
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 from werkzeug.serving import make_server
+
+from tests.helpers.admin import ADMIN_TOKEN
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -150,3 +152,12 @@ def wait_until(
         else:
             page.wait_for_timeout(50)
     pytest.fail(f"timed out waiting for {message}")
+
+
+def sign_in(context: BrowserContext, server: LiveServer, token: str = ADMIN_TOKEN) -> Page:
+    page = context.new_page()
+    page.goto(server.url + "/admin")
+    expect(page).to_have_url(server.url + "/admin/login?next=/admin")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    return page

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
@@ -12,21 +11,12 @@ from rq.job import Job
 from service import create_app
 from service.store.campaign_store import CampaignState
 from tests.helpers import subscribe_body
-from tests.helpers.admin import ADMIN_TOKEN, BEARER, make_campaign, make_failed_job
+from tests.helpers.admin import ADMIN_TOKEN, BEARER, make_campaign, make_failed_job, sign_in
 
 CAMPAIGN_KEYS = {
     "id", "story", "state", "targeted", "sent", "failed", "expired", "skipped", "retrying", "delivered", "clicked",
     "dismissed", "created_at", "started_at", "finished_at", "errors",
 }  # fmt: skip
-
-
-def sign_in(client) -> str:
-    """Sign in through the form; returns the session's CSRF token (from the dashboard page)."""
-    response = client.post("/admin/login", data={"token": ADMIN_TOKEN})
-    assert response.status_code == 302
-    page = client.get("/admin")
-    assert page.status_code == 200
-    return re.search(r'name="csrf-token" content="([^"]+)"', page.get_data(as_text=True)).group(1)
 
 
 # -- auth ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from service.vocabulary import DEFAULT_TTL
 from tests.helpers import TEST_SUBJECT, kill_embedded_redis, subscribe_body
 from tests.helpers.admin import make_campaign
 from tests.helpers.cms import STORY
+from tests.helpers.feed_documents import Item, ghost_rss
 from tests.helpers.processes import STORYPUSH, clean_env, running_dev
 
 REPO = Path(__file__).resolve().parents[2]
@@ -331,9 +332,27 @@ def dev_data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.slow
-def test_dev_runs_everything_and_ctrl_c_stops_it_all(dev_data_dir: Path):
+def _dev_polls_a_feed(dev, token: str, feed_server) -> None:
+    """`dev` alone (no other process) polls a feed added through the operator API."""
+    story = Item(key="dev-1", title="Dev story", link="https://publisher.example/dev-1", categories=["News"])
+    feed_server.serve("/rss/", ghost_rss([story]))
+    headers = {"Authorization": f"Bearer {token}"}
+    feeds_api = f"{dev.base}/admin/api/feeds"
+    added = requests.post(feeds_api, json={"url": feed_server.url("/rss/")}, headers=headers, timeout=5)
+    assert added.status_code == 201, added.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        (feed,) = requests.get(feeds_api, headers=headers, timeout=5).json()["feeds"]
+        if feed["last_success_at"]:
+            assert feed["entries_seen"] == 1 and feed["failures"] == 0
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"storypush dev never polled the feed: {feed}")
+
+
+def test_dev_runs_everything_and_ctrl_c_stops_it_all(dev_data_dir: Path, feed_server):
     body = subscribe_body(topics=["animals", "sport"], locale="en-GB", timezone="Europe/London")
-    env = _env(dev_data_dir, STORYPUSH_RATE_LIMIT="100000")
+    env = _env(dev_data_dir, STORYPUSH_RATE_LIMIT="100000", STORYPUSH_FEED_HOSTS=feed_server.authority)
 
     with running_dev(STORYPUSH, dev_data_dir, env, REPO) as dev:
         dev.wait_for_line(rf"API\s+http://127\.0\.0\.1:{dev.port}/api/v1/topics")
@@ -348,6 +367,7 @@ def test_dev_runs_everything_and_ctrl_c_stops_it_all(dev_data_dir: Path):
         id_ = created.json()["id"]
         key = requests.get(f"{dev.base}/api/v1/vapid-public-key", timeout=5).json()["publicKey"]
         assert (dev_data_dir / KEY_FILE).exists()
+        _dev_polls_a_feed(dev, token, feed_server)
 
         dev.stop_and_check_all_gone()
 

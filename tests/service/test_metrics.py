@@ -6,47 +6,15 @@ machine) must scrape exactly the same figures as the first.
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import time
 
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from service import create_app
-from service.logs import _StorypushHandler, configure_logging
 from service.store import keys
 from tests.helpers.admin import BEARER
 from tests.helpers.cms import STORY, post, publish
 from tests.helpers.fanout import drain, subscribe
-
-
-def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """{(sample name, sorted labels): value} from `/metrics`."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain; version=")
-    samples = {}
-    for family in text_string_to_metric_families(response.get_data(as_text=True)):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
-
-
-@pytest.fixture
-def json_logs():
-    """Capture JSON log lines as the worker and web processes write them."""
-    stream = io.StringIO()
-    configure_logging("worker", stream=stream)
-    yield stream
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, _StorypushHandler)]:
-        root.removeHandler(handler)
+from tests.helpers.metrics import scrape, value
 
 
 def test_metrics_after_a_real_fan_out(fanout, sim, vapid_key, webhook_secret, redis_client, json_logs):

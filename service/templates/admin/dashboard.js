@@ -44,6 +44,8 @@
     return body;
   }
   const post = (path) => api(path, { method: "POST" });
+  const postJson = (path, body) =>
+    api(path, { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
 
   function done(c) { return c.sent + c.failed + c.expired + c.skipped; }
   function percent(c) {
@@ -125,11 +127,58 @@
         h("button", { class: "small danger", onclick: act("delete") }, "Delete")));
   }
 
+  function feedHealth(f) {
+    if (f.failures) return h("span", { class: "badge state-failed", title: f.last_error || "" }, `failing ×${f.failures}`);
+    return f.last_success_at ? badge("ok") : badge("waiting");
+  }
+
+  function feedRow(f) {
+    const remove = async (event) => {
+      if (!confirm(`Stop polling ${f.url}?`)) return;
+      event.target.disabled = true;
+      try { await api(`/admin/api/feeds/${encodeURIComponent(f.id)}`, { method: "DELETE" }); }
+      catch (error) { alert(error.message); }
+      refresh();
+    };
+    const mapped = Object.entries(f.category_map).map(([name, topic]) => `${name}→${topic}`);
+    return h("tr", { "data-feed": f.id },
+      h("td", { class: "feed-url" }, h("div", {}, f.title || f.url), h("code", {}, f.url),
+        f.failures && f.last_error ? h("div", { class: "error small" }, f.last_error) : null),
+      h("td", {}, feedHealth(f)),
+      h("td", { class: "num" }, `${fmt(f.every)} s`),
+      h("td", { class: "small opt" }, time(f.last_polled_at)),
+      h("td", { class: "small opt" }, time(f.last_success_at)),
+      h("td", { class: "num opt" }, fmt(f.entries_seen)),
+      h("td", { class: "num" }, fmt(f.stories)),
+      h("td", { class: "small opt" }, [...f.topics, ...mapped].join(", ") || "by category name"),
+      h("td", { class: "num" }, h("button", { class: "small danger", onclick: remove }, "Remove")));
+  }
+
+  async function addFeed(event) {
+    event.preventDefault();
+    const form = event.target;
+    const field = (name) => form.elements[name].value.trim();
+    const body = { url: field("url"), every: Number(field("every")) };
+    const topics = field("topics").split(",").map((t) => t.trim()).filter(Boolean);
+    if (topics.length) body.topics = topics;
+    if (field("category_map")) body.category_map = field("category_map");
+    byId("feed-form-error").textContent = "";
+    try {
+      await postJson("/admin/api/feeds", body);
+      form.reset();
+    } catch (error) {
+      byId("feed-form-error").textContent = error.message;
+    }
+    refresh();
+  }
+
   async function refreshDashboard() {
-    const [overview, list, failed, chart] = await Promise.all([
+    const [overview, list, failed, chart, feedList] = await Promise.all([
       api("/admin/api/overview"), api("/admin/api/campaigns?limit=50"),
-      api("/admin/api/failed-jobs"), api("/admin/api/send-rate?minutes=60"),
+      api("/admin/api/failed-jobs"), api("/admin/api/send-rate?minutes=60"), api("/admin/api/feeds"),
     ]);
+    fill("feeds", feedList.feeds.length ? feedList.feeds.map(feedRow)
+      : [h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No feeds: stories arrive by webhook only."))]);
     byId("stat-subscribers").textContent = fmt(overview.subscribers.total);
     byId("stat-rate").textContent = overview.send_rate.toFixed(1);
     byId("stat-workers").textContent = fmt(overview.workers.length);
@@ -190,6 +239,7 @@
       refresh();
     });
   }
+  if (page === "dashboard") byId("feed-form").addEventListener("submit", addFeed);
   if (page === "dashboard" || page === "campaign") {
     refresh();
     setInterval(refresh, POLL_MS);
