@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .feed_parsing import FeedEntry
-from .stories import MAX_URL, StoryData
 from .topics import Topic
+from .validation import MAX_URL, StoryData
 
 STORY_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 _NOT_ID_CHAR = re.compile(r"[^A-Za-z0-9.:/-]")

@@ -6,13 +6,13 @@ import json
 import time
 
 import pytest
-from service.stories import StoryData
 
 from service.errors import FeedProblem
 from service.feed_parsing import html_text, parse_feed, share_image
 from service.feed_stories import EntrySkipped, TopicMatcher, entry_story, story_id_for
 from service.topics import parse_topics
-from tests import feed_documents as docs
+from service.validation import StoryData
+from tests.helpers import feed_documents as docs
 from tests.helpers.feed_documents import Item
 
 CATALOGUE = parse_topics(None)
