@@ -184,3 +184,28 @@ def test_a_refusing_origin_opens_its_circuit_and_one_probe_reopens_it(stack2, si
     wait_for(lambda: store.campaigns.get(campaign)["state"] == "done", 120, "the probe and the rest", 1)
     delivered_once(sim2, poor, 1)
     assert store.campaigns.get(campaign)["sent"] == 600 and store.subscriptions.count() == 600
+
+
+def test_a_lane_grows_past_the_old_fixed_window_when_answers_are_slow(
+    stack, stack_env, sim, vapid_key, webhook_secret, store
+):
+    """At 300 ms per answer a fixed 200 in flight caps any sender at 667 pushes/s (Little's
+    law); the lane's limit grows while answers stay fast and the core has room."""
+    n, latency = 4000, 0.3
+    stack_env.update(STORYPUSH_BATCH_SIZE="500")
+    stack.start_web()
+    store_all(store, sim.mint(n, vapid_key.public_bytes))
+    sim.set_latency(latency * 1000)
+    stack.start_worker()
+    campaign = publish(stack.base, webhook_secret, STORY)
+    peak = 0
+    deadline = time.monotonic() + 60
+    while store.campaigns.get(campaign)["state"] != "done":
+        assert time.monotonic() < deadline, "the campaign did not finish"
+        peak = max([peak, *(row["limit"] for row in store.metrics.lanes())])
+        time.sleep(0.1)
+    state = store.campaigns.get(campaign)
+    rate = n / (state["finished_at"] - state["started_at"])
+    print(f"\n{latency * 1000:.0f} ms answers: {rate:,.0f} pushes/s, the lane's limit peaked at {peak}")
+    assert state["sent"] == n and sim.stats()["delivered"] == n
+    assert peak > 200 and rate > 200 / latency
