@@ -36,8 +36,10 @@ logger = logging.getLogger(__name__)
 # The lease on a unit outlives a renewal (each second) many times over; a killed worker's
 # lease lapses long before RQ hands its job to another worker.
 LEASE_TTL = 30
-# A push still waiting for a slot when its batch reaches the deadline is tried again soon.
+# A push still waiting for a slot when its batch reaches the deadline is tried again soon;
+# one withdrawn by a stop (or never started) comes back as this.
 DEADLINE_RETRY = Result(Outcome.RETRY, "batch_deadline", retry_after=1.0, attempted=False)
+WITHDRAWN = Result(Outcome.RETRY, "withdrawn", attempted=False)
 
 
 class Stop(Enum):
@@ -109,14 +111,13 @@ class BatchRun:
 
         async def push(id_: int, subscription: Subscription) -> None:
             try:
-                payload = template.render(receipts.mint(key, self.campaign_id, id_))
-                try:
-                    result: Result | None = await sender.send(subscription, payload, headers)
-                except asyncio.CancelledError:
-                    result = None  # stopped while waiting for a slot: nothing was sent
-                if result is not None:
+                result = WITHDRAWN
+                if self.stopped is None:
+                    payload = template.render(receipts.mint(key, self.campaign_id, id_))
+                    result = await sender.send(subscription, payload, headers, owner=self)
+                if result.reason != WITHDRAWN.reason:
                     self.record(id_, subscription, result)
-                elif self.stopped is Stop.DEADLINE:
+                elif self.stopped is Stop.DEADLINE:  # never sent: soon again, costing no attempt
                     self.record(id_, subscription, DEADLINE_RETRY)
             finally:
                 self.remaining -= 1
@@ -182,8 +183,7 @@ class BatchRun:
         deadline, dropped after a cancel); requests on the wire complete."""
         if self.stopped is None:
             self.stopped = why
-            for task in self.tasks:
-                task.cancel()
+            self.rt.sender.withdraw(self)
 
     async def finish(self) -> None:
         """After every push settled: hand what is left to a retry job, write it all, and

@@ -74,10 +74,18 @@ class Result:
 
 
 class Sender(Protocol):
-    """The seam between jobs and the network. A push task cancelled while it waits for a
-    slot gives up (nothing was sent); once its request is on the wire it completes."""
+    """The seam between jobs and the network."""
 
-    async def send(self, subscription: Subscription, plaintext: bytes, headers: PushHeaders) -> Result: ...
+    async def send(
+        self, subscription: Subscription, plaintext: bytes, headers: PushHeaders, owner: object = None
+    ) -> Result:
+        """Send one push. `owner` (the batch) may `withdraw` the pushes it sent here."""
+        ...
+
+    def withdraw(self, owner: object) -> None:
+        """`owner`'s pushes still waiting for a slot come back at once as RETRY "withdrawn"
+        (nothing was sent); requests already on the wire complete."""
+        ...
 
     def wants_work(self) -> bool: ...
 
@@ -254,6 +262,9 @@ class HttpSender:
     def wants_work(self) -> bool:
         return self.lanes.wants_work()
 
+    def withdraw(self, owner: object) -> None:
+        self.lanes.withdraw(owner)
+
     def _pool(self, lane: Lane, endpoint: PushEndpoint) -> _Pool:
         pool = self._pools.get(lane.origin)
         if pool is None:
@@ -274,7 +285,9 @@ class HttpSender:
         """
         return parse_endpoint(endpoint, self.push_hosts)
 
-    async def send(self, subscription: Subscription, plaintext: bytes, headers: PushHeaders) -> Result:
+    async def send(
+        self, subscription: Subscription, plaintext: bytes, headers: PushHeaders, owner: object = None
+    ) -> Result:
         try:
             endpoint = self.route(subscription.endpoint)
         except InvalidEndpoint as exc:  # stored before the host rules tightened: nothing is sent
@@ -284,7 +297,7 @@ class HttpSender:
         request: bytes | None = None
         front = False
         while True:
-            deferral = await self.lanes.admit(lane, front=front)
+            deferral = await self.lanes.admit(lane, front=front, owner=owner)
             if deferral is not None:
                 return Result(
                     Outcome.RETRY, deferral.reason, None, deferral.retry_after, attempted=False, origin=lane.label
@@ -303,18 +316,16 @@ class HttpSender:
                     f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
                     f"Authorization: {self.vapid.authorization(endpoint.origin)}\r\n\r\n"
                 ).encode("latin-1") + body
-            result, cancelled = await self._exchange(lane, pool, request)
-            if result.outcome is Outcome.RETRY and not result.attempted and not cancelled:
-                front = True  # throttled: wait at the head of the lane (or be deferred by it)
+            result = await self._exchange(lane, pool, request)
+            if result.outcome is Outcome.RETRY and not result.attempted:
+                front = True  # throttled: wait at the head of the lane (or be deferred, or withdrawn)
                 continue
             return result
 
-    async def _exchange(self, lane: Lane, pool: _Pool, request: bytes) -> tuple[Result, bool]:
+    async def _exchange(self, lane: Lane, pool: _Pool, request: bytes) -> Result:
         """One request on a slot `admit` gave us; the slot is settled (or released) here.
-
-        Returns the result and whether the task was cancelled while the request was on the
-        wire (it is then completed, not abandoned: the push service may already have it).
-        """
+        (Batches stop by `withdraw`, never by cancelling a task on the wire: a cancelled
+        request could have reached the push service unrecorded.)"""
         lanes = self.lanes
         loop = asyncio.get_running_loop()
         sent_at = lanes.clock()
@@ -325,29 +336,20 @@ class HttpSender:
             raise
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             lanes.settle(lane, Signal.UNREACHABLE, rtt=lanes.clock() - sent_at, sent_at=sent_at)
-            return self._unreachable(exc, lane, connecting=True), False
+            return self._unreachable(exc, lane, connecting=True)
         self._connected_at = lanes.clock()
         began = time.perf_counter()
-        answer = connection.request(request, self.read_timeout)
-        cancelled = False
         try:
-            try:
-                status, retry_after, keep_alive = await asyncio.shield(answer)
-            except asyncio.CancelledError:
-                cancelled = True
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                status, retry_after, keep_alive = await answer
+            status, retry_after, keep_alive = await connection.request(request, self.read_timeout)
         except (OSError, TimeoutError, ConnectionError) as exc:
             connection.close()
             lanes.settle(lane, Signal.UNREACHABLE, rtt=time.perf_counter() - began, sent_at=sent_at)
-            return self._unreachable(exc, lane, connecting=False), cancelled
+            return self._unreachable(exc, lane, connecting=False)
         elapsed = time.perf_counter() - began
         pool.release(connection, keep_alive, int(lane.limit))
         result, signal = classify(status, retry_after, self.clock())
         lanes.settle(lane, signal, rtt=elapsed, sent_at=sent_at, retry_after=result.retry_after)
-        return _with(result, elapsed=elapsed, origin=lane.label), cancelled
+        return _with(result, elapsed=elapsed, origin=lane.label)
 
     def _unreachable(self, exc: BaseException, lane: Lane, connecting: bool) -> Result:
         """A network failure: retried (an attempt), except a host that does not exist or

@@ -37,6 +37,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,8 +69,11 @@ class Signal(Enum):
 class Deferral:
     """The lane will not send this push now: hand it to a delayed retry (not an attempt)."""
 
-    reason: str  # "circuit_open" or "throttled"
+    reason: str  # "circuit_open", "throttled", or "withdrawn" (its owner stopped: see `withdraw`)
     retry_after: float
+
+
+WITHDRAWN = Deferral("withdrawn", 0.0)
 
 
 @dataclass(frozen=True)
@@ -83,10 +87,17 @@ class LanePolicy:
         decrease: the limit is multiplied by this on a throttle or an unreachable origin.
         latency_tolerance: a 2xx is "fast" (may grow the limit) while its latency is at most
             this many times the lane's recent floor, plus `latency_slack` seconds.
-        slow_start_tolerance: in slow start (doubling each round trip) a 2xx slower than
-            this many times the floor ends slow start, before the doubling overshoots
-            (HyStart's idea: latency rises a round trip before anything is dropped).
-        busy_cpu: no lane grows while the worker used at least this share of its core.
+        slow_start_tolerance: answers within this many times the floor count as "flat":
+            they grow the limit by one each in slow start (doubling it each round trip) and
+            by a quarter each after it (×1.25 a round trip); slower, but still "fast",
+            answers grow it by one a round trip. Slow start ends at the first cut, or when
+            the fastest answer of a whole round trip is slower than this (HyStart++'s
+            idea, RFC 9406: latency rises a round before anything is dropped, and one
+            round's minimum is not fooled by a single answer delayed in our own loop).
+        busy_cpu: no lane grows while the worker uses at least this share of its core
+            (smoothed over about a quarter second); from three quarters of it on, lanes
+            grow only by one a round trip, so they close in on a full core instead of
+            overshooting it (each extra connection costs a TLS handshake, ~0.5 ms of CPU).
         failure_threshold: consecutive unreachable requests that open a lane's circuit.
         open_for / max_open_for: the first pause of an open circuit, doubled (up to the
             maximum) each time the probe fails too.
@@ -100,12 +111,12 @@ class LanePolicy:
     """
 
     ceiling: int = 2000
-    initial_limit: int = 20
+    initial_limit: int = 64
     decrease: float = 0.5
     latency_tolerance: float = 2.0
     slow_start_tolerance: float = 1.25
     latency_slack: float = 0.005
-    busy_cpu: float = 0.95
+    busy_cpu: float = 0.9
     failure_threshold: int = 5
     open_for: float = 15.0
     max_open_for: float = 300.0
@@ -142,7 +153,8 @@ class LanePolicy:
 
 
 # How often the worker's CPU share is read (a syscall), and how long a latency floor lasts.
-_CPU_SAMPLE = 0.1
+_CPU_SAMPLE = 0.05
+_CPU_SMOOTHING = 0.5  # weight of the newest sample in the moving average
 _FLOOR_WINDOW = 10.0
 
 
@@ -165,7 +177,8 @@ class Lane:
         self.limit = float(policy.initial_limit)
         self.slow_start_until = float(policy.ceiling)  # "ssthresh": slow start below it
         self.in_flight = 0
-        self.waiters: deque[asyncio.Future[Deferral | None]] = deque()
+        # (waiter, its owner): the owner (a batch) can withdraw its waiting pushes at once
+        self.waiters: deque[tuple[asyncio.Future[Deferral | None], object]] = deque()
         self.paused_until = 0.0
         self.pauses_without_header = 0
         self.throttled_at: float | None = None  # the last throttle that cut the limit
@@ -174,6 +187,7 @@ class Lane:
         self.next_send = 0.0
         self.cut_at = -math.inf  # when the limit was last cut (one cut per window of requests)
         self.floor_now, self.floor_before, self.floor_since = math.inf, math.inf, -math.inf
+        self.round_left, self.round_min = 0.0, math.inf  # answers left in this round trip, its fastest
         self.failures = 0  # consecutive unreachable requests
         self.circuit_open_until: float | None = None  # None: circuit closed
         self.open_for = policy.open_for
@@ -193,7 +207,7 @@ class Lane:
         return LaneState.OPEN
 
     def snapshot(self, now: float) -> LaneSnapshot:
-        queued = sum(1 for waiter in self.waiters if not waiter.done())
+        queued = sum(1 for waiter, _ in self.waiters if not waiter.done())
         return LaneSnapshot(self.label, self.state(now), int(self.limit), self.in_flight, queued)
 
     @property
@@ -227,10 +241,12 @@ class Lanes:
         self._lanes: OrderedDict[str, Lane] = OrderedDict()
         self._blocked: deque[Lane] = deque()  # lanes waiting for room under the ceiling
         self._cpu_mark = (clock(), cpu_clock())
-        self.busy = False  # the worker's core was busy over the last sample
+        self.cpu_share = 0.0  # of one core, moving average over the last samples
+        self.busy = False  # cpu_share at or past the policy's busy_cpu
         self.on_hungry: Callable[[], None] | None = None
         # (origin label, event) -> count since last taken, for /metrics (see `take_events`)
         self.events: Counter[tuple[str, str]] = Counter()
+        self._withdrawn: weakref.WeakSet = weakref.WeakSet()
 
     # -- lanes -------------------------------------------------------------------------
 
@@ -278,9 +294,12 @@ class Lanes:
 
     # -- admission ---------------------------------------------------------------------
 
-    async def admit(self, lane: Lane, *, front: bool = False) -> Deferral | None:
+    async def admit(self, lane: Lane, *, front: bool = False, owner: object = None) -> Deferral | None:
         """Wait for a slot in `lane`: None once one is held (give it back with `settle`
-        or `release`), or a `Deferral` when the lane will not send for a while."""
+        or `release`), or a `Deferral` when the lane will not send for a while (or when
+        `owner` withdrew its pushes)."""
+        if owner is not None and owner in self._withdrawn:
+            return WITHDRAWN
         if front or not lane.waiters:
             verdict = self._verdict(lane, self.clock())
             if verdict is _GO or verdict is _PROBE:
@@ -290,9 +309,9 @@ class Lanes:
                 return verdict
         waiter: asyncio.Future[Deferral | None] = asyncio.get_running_loop().create_future()
         if front:
-            lane.waiters.appendleft(waiter)
+            lane.waiters.appendleft((waiter, owner))
         else:
-            lane.waiters.append(waiter)
+            lane.waiters.append((waiter, owner))
         self._pump(lane)
         try:
             return await waiter
@@ -301,6 +320,15 @@ class Lanes:
             if waiter.done() and not waiter.cancelled() and waiter.result() is None:
                 self.release(lane)
             raise
+
+    def withdraw(self, owner: object) -> None:
+        """`owner`'s pushes waiting for a slot give up (answered `WITHDRAWN`), and so does any
+        it asks for later; its requests already on the wire are not touched."""
+        self._withdrawn.add(owner)
+        for lane in self._lanes.values():
+            for waiter, waiting_for in lane.waiters:
+                if waiting_for is owner and not waiter.done():
+                    waiter.set_result(WITHDRAWN)
 
     def _verdict(self, lane: Lane, now: float) -> object:
         policy = self.policy
@@ -338,8 +366,8 @@ class Lanes:
     def _pump(self, lane: Lane) -> None:
         """Hand free slots (or deferrals) to the lane's waiters, in order."""
         while lane.waiters:
-            waiter = lane.waiters[0]
-            if waiter.done():  # cancelled while waiting
+            waiter, _ = lane.waiters[0]
+            if waiter.done():  # cancelled or withdrawn while waiting
                 lane.waiters.popleft()
                 continue
             now = self.clock()
@@ -420,23 +448,30 @@ class Lanes:
             lane.floor_before, lane.floor_now, lane.floor_since = lane.floor_now, math.inf, now
         lane.floor_now = min(lane.floor_now, rtt)
         policy = self.policy
+        floor = min(lane.floor_now, lane.floor_before)
+        flat = floor * policy.slow_start_tolerance + policy.latency_slack
+        slow_start = lane.limit < lane.slow_start_until
+        lane.round_min = min(lane.round_min, rtt)
+        lane.round_left -= 1
+        if lane.round_left <= 0:  # a round trip's worth of answers: was its fastest still flat?
+            if slow_start and lane.round_min > flat:
+                lane.slow_start_until = lane.limit
+                slow_start = False
+            lane.round_left, lane.round_min = lane.limit, math.inf
         if lane.limit >= policy.ceiling or (not lane.waiters and lane.in_flight + 1 < lane.limit):
             return  # the limit is not what holds this lane back
-        floor = min(lane.floor_now, lane.floor_before)
-        slow_start = lane.limit < lane.slow_start_until
-        if slow_start and rtt > floor * policy.slow_start_tolerance + policy.latency_slack:
-            lane.slow_start_until = lane.limit  # latency is rising: grow gently from here
-            return
         if rtt > floor * policy.latency_tolerance + policy.latency_slack or self._busy(now):
             return
-        # Slow start doubles the limit each round trip; past it, +1 per round trip.
-        lane.limit = min(policy.ceiling, lane.limit + (1 if slow_start else 1 / lane.limit))
+        step = (1.0 if slow_start else 0.25) if rtt <= flat else 1 / lane.limit
+        lane.limit = min(policy.ceiling, lane.limit + step)
 
     def _busy(self, now: float) -> bool:
         then, cpu_then = self._cpu_mark
         if now - then >= _CPU_SAMPLE:
             cpu = self.cpu_clock()
-            self.busy = (cpu - cpu_then) / (now - then) >= self.policy.busy_cpu
+            share = (cpu - cpu_then) / (now - then)
+            self.cpu_share += _CPU_SMOOTHING * (share - self.cpu_share)
+            self.busy = self.cpu_share >= self.policy.busy_cpu
             self._cpu_mark = (now, cpu)
         return self.busy
 

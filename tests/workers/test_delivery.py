@@ -126,25 +126,33 @@ def test_connections_are_kept_alive_and_vapid_signed_once(sim, sender, vapid_key
     assert 1 <= len(pool.idle) <= lane.limit  # kept for reuse, never more than the lane's limit
 
 
-def test_a_push_cancelled_while_waiting_sends_nothing_but_one_on_the_wire_completes(sim, vapid_key):
+class Batch:
+    """An owner of pushes, as a `BatchRun` is."""
+
+
+def test_withdrawn_pushes_waiting_for_a_slot_send_nothing_and_one_on_the_wire_completes(sim, vapid_key):
     sender = _sender(vapid_key, [sim.origin.removeprefix("https://")], initial_limit=1, ceiling=1)
-    subs = [_subscription(s) for s in sim.mint(2, vapid_key.public_bytes)]
+    subs = [_subscription(s) for s in sim.mint(3, vapid_key.public_bytes)]
     sim.set_latency(500)
+    batch, other = Batch(), Batch()
 
     async def scenario():
-        on_wire = asyncio.ensure_future(sender.send(subs[0], b"{}", HEADERS))
-        waiting = asyncio.ensure_future(sender.send(subs[1], b"{}", HEADERS))
+        on_wire = asyncio.ensure_future(sender.send(subs[0], b"{}", HEADERS, owner=batch))
+        waiting = asyncio.ensure_future(sender.send(subs[1], b"{}", HEADERS, owner=batch))
+        someone_elses = asyncio.ensure_future(sender.send(subs[2], b"{}", HEADERS, owner=other))
         await asyncio.sleep(0.2)
-        on_wire.cancel()
-        waiting.cancel()
-        done = await asyncio.gather(on_wire, waiting, return_exceptions=True)
-        return done
+        sender.withdraw(batch)
+        late = await sender.send(subs[2], b"{}", HEADERS, owner=batch)  # after the withdrawal: at once
+        return await asyncio.gather(on_wire, waiting, someone_elses), late
 
-    on_wire, waiting = _run(scenario())
+    (on_wire, waiting, someone_elses), late = _run(scenario())
     sender.close()
     assert on_wire.outcome is Outcome.SENT  # completed, so its outcome is recorded
-    assert isinstance(waiting, asyncio.CancelledError)
-    assert [m.token for m in sim.messages()] == [subs[0].endpoint.rsplit("/", 1)[1]]
+    for result in (waiting, late):
+        assert (result.outcome, result.reason, result.attempted) == (Outcome.RETRY, "withdrawn", False)
+    assert someone_elses.outcome is Outcome.SENT  # another batch's push is not touched
+    tokens = sorted(m.token for m in sim.messages())
+    assert tokens == sorted(s.endpoint.rsplit("/", 1)[1] for s in (subs[0], subs[2]))
     assert sender.lanes.in_flight == 0
 
 

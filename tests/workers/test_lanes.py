@@ -70,25 +70,40 @@ def test_no_growth_without_demand_or_when_latency_rises_or_the_core_is_busy():
         assert await lanes.admit(lane) is None
         lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
         assert lane.limit == 4  # one request at a time: the limit is not what holds it back
-        waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(20)]
+        waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(200)]
         await asyncio.sleep(0)
-        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())  # sets the latency floor
-        assert lane.limit == 5  # slow start: +1 per answer
-        lanes.settle(lane, Signal.FAST, rtt=0.06, sent_at=clock())  # 1.5× the floor: slow start ends
-        assert lane.limit == 5 and lane.slow_start_until == 5
-        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
-        assert lane.limit == pytest.approx(5.2)  # past slow start: +1 per round trip (1/limit per answer)
-        lanes.settle(lane, Signal.FAST, rtt=0.2, sent_at=clock())  # 5× the floor: not "fast"
-        assert lane.limit == pytest.approx(5.2)
-        clock.now += 1.0
-        clock.cpu += 0.99  # the worker's core was busy
-        await asyncio.sleep(0)
-        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
-        assert lane.limit == pytest.approx(5.2) and lanes.busy
+
+        def answer(rtt: float) -> None:
+            lanes.settle(lane, Signal.FAST, rtt=rtt, sent_at=clock())
+
+        answer(0.04)  # flat, in slow start: +1
+        assert lane.limit == 5
+        answer(0.06)  # 1.5× the floor: still "fast", +1 per round trip
+        assert lane.limit == pytest.approx(5.2) and lane.slow_start_until > 5.2  # one slow answer ends nothing
+        for _ in range(12):  # two whole round trips whose fastest answer is 1.5× the floor
+            answer(0.06)
+        assert lane.slow_start_until < lane.limit < 8  # slow start is over
+        before = lane.limit
+        answer(0.04)  # flat again, past slow start: +1/4 (×1.25 a round trip)
+        assert lane.limit == pytest.approx(before + 0.25)
+        answer(0.2)  # 5× the floor: not "fast"
+        assert lane.limit == pytest.approx(before + 0.25)
+        for _ in range(6):  # the worker's core is busy for a while (sampled every 50 ms)
+            clock.now += 0.1
+            clock.cpu += 0.099
+            lanes._busy(clock())
+        answer(0.04)
+        assert lane.limit == pytest.approx(before + 0.25) and lanes.busy
+        for _ in range(3):  # less busy: three quarters of a core
+            clock.now += 0.1
+            clock.cpu += 0.07
+            lanes._busy(clock())
+        answer(0.04)  # close to a full core: flat answers grow it only by one a round trip
+        assert not lanes.busy and lane.limit == pytest.approx(before + 0.25 + 1 / (before + 0.25))
         clock.now += 1.0  # an idle second
-        await asyncio.sleep(0)
-        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
-        assert lane.limit > 5.3 and not lanes.busy
+        answer(0.04)
+        answer(0.04)
+        assert lanes.cpu_share < 0.5 and lane.limit > before + 0.25 + 1 / (before + 0.25) + 0.49  # two quarters
         for task in waiting:
             task.cancel()
 
