@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from service import receipts, targeting
@@ -83,7 +84,6 @@ class BatchRun:
         self.used = unit.attempts_used()
         self.expires_at = float("inf")
         self.ids: list[int] = []
-        self.tasks: list[asyncio.Task[None]] = []
         self.remaining = 0  # pushes started and not yet settled
         self.stopped: Stop | None = None
         self.all_settled = asyncio.Event()
@@ -108,28 +108,25 @@ class BatchRun:
         template = build_template(self.campaign_id, story)
         sender: Sender = self.rt.sender  # the seam: jobs never see HTTP or crypto
         key = self.rt.receipt_key
-
-        async def push(id_: int, subscription: Subscription) -> None:
-            try:
-                result = WITHDRAWN
-                if self.stopped is None:
-                    payload = template.render(receipts.mint(key, self.campaign_id, id_))
-                    result = await sender.send(subscription, payload, headers, owner=self)
-                if result.reason != WITHDRAWN.reason:
-                    self.record(id_, subscription, result)
-                elif self.stopped is Stop.DEADLINE:  # never sent: soon again, costing no attempt
-                    self.record(id_, subscription, DEADLINE_RETRY)
-            finally:
-                self.remaining -= 1
-                if not self.remaining:
-                    self.all_settled.set()
-
-        for id_, subscription in self._targeted(self.ids, subscriptions):
-            self.remaining += 1
-            self.tasks.append(asyncio.ensure_future(push(id_, subscription)))
+        chosen = self._targeted(self.ids, subscriptions)
+        self.remaining = len(chosen)  # before any is submitted: some are done at once
+        for id_, subscription in chosen:
+            payload = template.render(receipts.mint(key, self.campaign_id, id_))
+            sender.submit(subscription, payload, headers, partial(self._done, id_, subscription), self)
         if not self.remaining:
             self.all_settled.set()
         self.writer.poke()
+
+    def _done(self, id_: int, subscription: Subscription, result: Result) -> None:
+        try:
+            if result.reason != WITHDRAWN.reason:
+                self.record(id_, subscription, result)
+            elif self.stopped is Stop.DEADLINE:  # never sent: soon again, costing no attempt
+                self.record(id_, subscription, DEADLINE_RETRY)
+        finally:
+            self.remaining -= 1
+            if not self.remaining:
+                self.all_settled.set()
 
     def _targeted(self, ids: list[int], subscriptions: list[Subscription | None]) -> list[tuple[int, Subscription]]:
         """The (id, subscription) pairs to send to; the rest are recorded here: gone since
@@ -188,8 +185,6 @@ class BatchRun:
     async def finish(self) -> None:
         """After every push settled: hand what is left to a retry job, write it all, and
         mark the unit finished (which may finish the campaign)."""
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.stopped is not Stop.CANCELLED:
             self._enqueue_retry()
         await self.writer.flush()

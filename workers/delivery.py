@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import socket
 import ssl
 import time
@@ -34,9 +35,11 @@ import httptools
 from service.endpoints import InvalidEndpoint, PushEndpoint, parse_endpoint
 from service.subscriptions import Subscription
 
-from .lanes import Lane, LanePolicy, Lanes, Signal
+from .lanes import Deferral, Lane, LanePolicy, Lanes, Signal
 from .message import PushHeaders
 from .webpush import VapidHeaders, encrypt
+
+logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
@@ -73,17 +76,21 @@ class Result:
     origin: str | None = None  # the push service's label ("fcm", "apple", a configured host)
 
 
+Done = Callable[["Result"], None]
+
+
 class Sender(Protocol):
     """The seam between jobs and the network."""
 
-    async def send(
-        self, subscription: Subscription, plaintext: bytes, headers: PushHeaders, owner: object = None
-    ) -> Result:
-        """Send one push. `owner` (the batch) may `withdraw` the pushes it sent here."""
+    def submit(
+        self, subscription: Subscription, plaintext: bytes, headers: PushHeaders, done: Done, owner: object = None
+    ) -> None:
+        """Send one push; `done(result)` is called once, from the event loop, when it is
+        settled. `owner` (the batch) may `withdraw` the pushes it submitted."""
         ...
 
     def withdraw(self, owner: object) -> None:
-        """`owner`'s pushes still waiting for a slot come back at once as RETRY "withdrawn"
+        """`owner`'s pushes still waiting for a slot are done at once as RETRY "withdrawn"
         (nothing was sent); requests already on the wire complete."""
         ...
 
@@ -122,14 +129,20 @@ def classify(status: int, retry_after: str | None, now: float) -> tuple[Result, 
     return Result(Outcome.FAILED, f"http_{status}", status, refusal=status != 413), Signal.ANSWERED
 
 
+# Called once per request: (status, Retry-After, keep-alive, None) or (0, None, False, error).
+Answered = Callable[[int, str | None, bool, BaseException | None], None]
+
+
 class _Connection(asyncio.Protocol):
-    """One kept-alive HTTP/1.1 connection; one request at a time."""
+    """One kept-alive HTTP/1.1 connection; one request at a time, its answer handed to a
+    callback from inside `data_received`: no task or future per push (they cost more CPU
+    than anything here but the encryption)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future | None = None
+        self.answered: Answered | None = None
         self.retry_after: str | None = None
         self.lost = False
         self._timer: asyncio.TimerHandle | None = None
@@ -155,28 +168,29 @@ class _Connection(asyncio.Protocol):
             self.retry_after = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
+        answered, self.answered = self.answered, None
+        if answered is not None:
             self._cancel_timer()
-            self.waiter.set_result((self.parser.get_status_code(), self.retry_after, self.parser.should_keep_alive()))
+            answered(self.parser.get_status_code(), self.retry_after, self.parser.should_keep_alive(), None)
 
     # ours
     @property
     def usable(self) -> bool:
         return not self.lost and self.transport is not None and not self.transport.is_closing()
 
-    def request(self, data: bytes, timeout: float) -> asyncio.Future:
+    def request(self, data: bytes, timeout: float, answered: Answered) -> None:
         self.retry_after = None
-        self.waiter = self.loop.create_future()
+        self.answered = answered
         # A timer instead of asyncio.wait_for: no extra task per request.
         self._timer = self.loop.call_later(timeout, self._fail, TimeoutError("push service did not answer"))
         assert self.transport is not None
         self.transport.write(data)
-        return self.waiter
 
     def _fail(self, exc: Exception) -> None:
         self._cancel_timer()
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
+        answered, self.answered = self.answered, None
+        if answered is not None:
+            answered(0, None, False, exc)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -195,11 +209,14 @@ class _Pool:
         self.host, self.port, self.ssl_context = endpoint.host, endpoint.port, ssl_context
         self.idle: list[_Connection] = []
 
-    async def acquire(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+    def take_idle(self) -> _Connection | None:
         while self.idle:
             connection = self.idle.pop()
             if connection.usable:
                 return connection
+        return None
+
+    async def connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         _, connection = await asyncio.wait_for(
             loop.create_connection(
                 lambda: _Connection(loop),
@@ -231,6 +248,54 @@ def default_ssl_context() -> ssl.SSLContext:
     return context
 
 
+class _Push:
+    """One push on its way: a `Waiter` in its lane until a slot is free, then a request on
+    a connection until it is answered."""
+
+    __slots__ = (
+        "callback",
+        "done",
+        "endpoint",
+        "headers",
+        "lane",
+        "owner",
+        "plaintext",
+        "pool",
+        "request",
+        "sender",
+        "sent_at",
+        "subscription",
+    )
+
+    def __init__(
+        self,
+        sender: HttpSender,
+        subscription: Subscription,
+        plaintext: bytes,
+        headers: PushHeaders,
+        callback: Done,
+        owner: object,
+        endpoint: PushEndpoint,
+        lane: Lane,
+        pool: _Pool,
+    ):
+        self.sender, self.subscription, self.plaintext, self.headers = sender, subscription, plaintext, headers
+        self.callback, self.owner, self.endpoint, self.lane, self.pool = callback, owner, endpoint, lane, pool
+        self.request: bytes | None = None
+        self.sent_at = 0.0
+        self.done = False
+
+    # Waiter: called by the lanes, which must not be re-entered, so the sending is scheduled.
+    def granted(self) -> None:
+        self.done = True
+        self.sender.loop.call_soon(self.sender._start, self)
+
+    def deferred(self, deferral: Deferral) -> None:
+        self.done = True
+        result = Result(Outcome.RETRY, deferral.reason, None, deferral.retry_after, attempted=False)
+        HttpSender._done(self, _with(result, origin=self.lane.label))
+
+
 class HttpSender:
     """Encrypts, signs and POSTs pushes through per-origin lanes; shared by every job a
     worker process runs, so connections, lane limits and open circuits outlive a batch.
@@ -258,6 +323,8 @@ class HttpSender:
         self.read_timeout = read_timeout
         self._pools: dict[str, _Pool] = {}
         self._connected_at = -RESOLVER_TRUSTED_FOR  # last successful connect, any origin
+        self._connecting: set[asyncio.Task[None]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop sending (one per worker)
 
     def wants_work(self) -> bool:
         return self.lanes.wants_work()
@@ -285,71 +352,117 @@ class HttpSender:
         """
         return parse_endpoint(endpoint, self.push_hosts)
 
-    async def send(
-        self, subscription: Subscription, plaintext: bytes, headers: PushHeaders, owner: object = None
-    ) -> Result:
+    def submit(
+        self, subscription: Subscription, plaintext: bytes, headers: PushHeaders, done: Done, owner: object = None
+    ) -> None:
         try:
             endpoint = self.route(subscription.endpoint)
         except InvalidEndpoint as exc:  # stored before the host rules tightened: nothing is sent
-            return Result(Outcome.FAILED, f"endpoint_{exc.reason}", refusal=True)
+            done(Result(Outcome.FAILED, f"endpoint_{exc.reason}", refusal=True))
+            return
+        if self.loop is None or not self.loop.is_running():
+            # Once per loop, not per push: asyncio.get_running_loop() makes a getpid() syscall
+            # each call on Python 3.11 (3 % of a worker's CPU).
+            self.loop = asyncio.get_running_loop()
         lane = self.lanes.lane(endpoint.origin, endpoint.label)
-        pool = self._pool(lane, endpoint)
-        request: bytes | None = None
-        front = False
-        while True:
-            deferral = await self.lanes.admit(lane, front=front, owner=owner)
-            if deferral is not None:
-                return Result(
-                    Outcome.RETRY, deferral.reason, None, deferral.retry_after, attempted=False, origin=lane.label
-                )
-            if request is None:
-                # Encrypt only once a slot is free: encrypting a whole batch up front
-                # would stall the event loop (and every answer waiting in it).
-                try:
-                    body = encrypt(plaintext, subscription.p256dh, subscription.auth)
-                except ValueError:  # a stored key that no longer makes a point
-                    self.lanes.release(lane)
-                    return Result(Outcome.FAILED, "bad_subscription_key", refusal=True, origin=lane.label)
-                request = (
-                    f"POST {endpoint.path} HTTP/1.1\r\nHost: {endpoint.authority}\r\nTTL: {headers.ttl}\r\n"
-                    f"Urgency: {headers.urgency}\r\nTopic: {headers.topic}\r\nContent-Encoding: aes128gcm\r\n"
-                    f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
-                    f"Authorization: {self.vapid.authorization(endpoint.origin)}\r\n\r\n"
-                ).encode("latin-1") + body
-            result = await self._exchange(lane, pool, request)
-            if result.outcome is Outcome.RETRY and not result.attempted:
-                front = True  # throttled: wait at the head of the lane (or be deferred, or withdrawn)
-                continue
-            return result
+        push = _Push(self, subscription, plaintext, headers, done, owner, endpoint, lane, self._pool(lane, endpoint))
+        self.lanes.enqueue(lane, push)
 
-    async def _exchange(self, lane: Lane, pool: _Pool, request: bytes) -> Result:
-        """One request on a slot `admit` gave us; the slot is settled (or released) here.
-        (Batches stop by `withdraw`, never by cancelling a task on the wire: a cancelled
-        request could have reached the push service unrecorded.)"""
-        lanes = self.lanes
-        loop = asyncio.get_running_loop()
-        sent_at = lanes.clock()
+    async def send(
+        self, subscription: Subscription, plaintext: bytes, headers: PushHeaders, owner: object = None
+    ) -> Result:
+        """`submit`, awaited: the push's result. (Cancelling the awaiting task does not stop
+        the push; `withdraw` does.)"""
+        settled: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.submit(subscription, plaintext, headers, settled.set_result, owner)
+        return await settled
+
+    def _start(self, push: _Push) -> None:
+        """A slot is held for `push`: encrypt it (once: a throttled push is sent again as
+        it was) and write it on an idle connection, or on a new one."""
+        lane = push.lane
+        if push.request is None:
+            # Encrypt only once a slot is free: encrypting a whole batch up front would
+            # stall the event loop (and every answer waiting in it).
+            try:
+                body = encrypt(push.plaintext, push.subscription.p256dh, push.subscription.auth)
+            except ValueError:  # a stored key that no longer makes a point
+                self.lanes.release(lane)
+                self._done(push, Result(Outcome.FAILED, "bad_subscription_key", refusal=True, origin=lane.label))
+                return
+            endpoint, headers = push.endpoint, push.headers
+            push.request = (
+                f"POST {endpoint.path} HTTP/1.1\r\nHost: {endpoint.authority}\r\nTTL: {headers.ttl}\r\n"
+                f"Urgency: {headers.urgency}\r\nTopic: {headers.topic}\r\nContent-Encoding: aes128gcm\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+                f"Authorization: {self.vapid.authorization(endpoint.origin)}\r\n\r\n"
+            ).encode("latin-1") + body
+        push.sent_at = self.lanes.clock()
+        connection = push.pool.take_idle()
+        if connection is None:
+            task = asyncio.ensure_future(self._connect(push))  # the one task: only for a new connection
+            self._connecting.add(task)  # (a task nobody refers to may be collected mid-connect)
+            task.add_done_callback(self._connecting.discard)
+        else:
+            self._write(push, connection)
+
+    async def _connect(self, push: _Push) -> None:
+        lanes, lane = self.lanes, push.lane
         try:
-            connection = await pool.acquire(loop)
+            connection = await push.pool.connect(self.loop)  # type: ignore[arg-type]
         except asyncio.CancelledError:
             lanes.release(lane)  # nothing was sent
             raise
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            lanes.settle(lane, Signal.UNREACHABLE, rtt=lanes.clock() - sent_at, sent_at=sent_at)
-            return self._unreachable(exc, lane, connecting=True)
+            lanes.settle(lane, Signal.UNREACHABLE, rtt=lanes.clock() - push.sent_at, sent_at=push.sent_at)
+            self._done(push, self._unreachable(exc, lane, connecting=True))
+            return
         self._connected_at = lanes.clock()
+        self._write(push, connection)
+
+    def _write(self, push: _Push, connection: _Connection) -> None:
         began = time.perf_counter()
-        try:
-            status, retry_after, keep_alive = await connection.request(request, self.read_timeout)
-        except (OSError, TimeoutError, ConnectionError) as exc:
-            connection.close()
-            lanes.settle(lane, Signal.UNREACHABLE, rtt=time.perf_counter() - began, sent_at=sent_at)
-            return self._unreachable(exc, lane, connecting=False)
+
+        def answered(status: int, retry_after: str | None, keep_alive: bool, error: BaseException | None) -> None:
+            try:
+                self._answered(push, connection, began, status, retry_after, keep_alive, error)
+            except Exception:  # never let a bug here break the connection's parser
+                logger.exception("push to %s: settling its answer failed", push.lane.label)
+
+        connection.request(push.request, self.read_timeout, answered)  # type: ignore[arg-type]
+
+    def _answered(
+        self,
+        push: _Push,
+        connection: _Connection,
+        began: float,
+        status: int,
+        retry_after: str | None,
+        keep_alive: bool,
+        error: BaseException | None,
+    ) -> None:
+        lanes, lane = self.lanes, push.lane
         elapsed = time.perf_counter() - began
-        pool.release(connection, keep_alive, int(lane.limit))
+        if error is not None:
+            connection.close()
+            lanes.settle(lane, Signal.UNREACHABLE, rtt=elapsed, sent_at=push.sent_at)
+            self._done(push, self._unreachable(error, lane, connecting=False))
+            return
+        push.pool.release(connection, keep_alive, int(lane.limit))
         result, signal = classify(status, retry_after, self.clock())
-        lanes.settle(lane, signal, rtt=elapsed, sent_at=sent_at, retry_after=result.retry_after)
-        return _with(result, elapsed=elapsed, origin=lane.label)
+        lanes.settle(lane, signal, rtt=elapsed, sent_at=push.sent_at, retry_after=result.retry_after)
+        if result.outcome is Outcome.RETRY and not result.attempted:
+            push.done = False  # throttled: wait at the head of the lane (or be deferred, or withdrawn)
+            lanes.enqueue(lane, push, front=True)
+            return
+        self._done(push, _with(result, elapsed=elapsed, origin=lane.label))
+
+    @staticmethod
+    def _done(push: _Push, result: Result) -> None:
+        try:
+            push.callback(result)
+        except Exception:  # the caller's bug must not stop the pushes behind it
+            logger.exception("push to %s: its caller failed on the result", push.lane.label)
 
     def _unreachable(self, exc: BaseException, lane: Lane, connecting: bool) -> Result:
         """A network failure: retried (an attempt), except a host that does not exist or

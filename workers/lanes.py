@@ -42,6 +42,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,37 @@ class Deferral:
 
 
 WITHDRAWN = Deferral("withdrawn", 0.0)
+
+
+class Waiter(Protocol):
+    """A push waiting in a lane. The lane calls exactly one of the two, once; neither may
+    call back into the lanes synchronously (schedule that work with `loop.call_soon`)."""
+
+    owner: object  # who can withdraw it (a batch); None for nobody
+    done: bool  # set once granted or deferred
+
+    def granted(self) -> None:
+        """A slot is held for it: give it back with `Lanes.settle` or `Lanes.release`."""
+
+    def deferred(self, deferral: Deferral) -> None:
+        """The lane will not send it (or its owner withdrew it)."""
+
+
+class _FutureWaiter:
+    """`admit`'s waiter: resolves a future, for callers that await a slot."""
+
+    __slots__ = ("done", "future", "owner")
+
+    def __init__(self, future: asyncio.Future[Deferral | None], owner: object):
+        self.future, self.owner, self.done = future, owner, False
+
+    def granted(self) -> None:
+        self.done = True
+        self.future.set_result(None)
+
+    def deferred(self, deferral: Deferral) -> None:
+        self.done = True
+        self.future.set_result(deferral)
 
 
 @dataclass(frozen=True)
@@ -177,8 +209,7 @@ class Lane:
         self.limit = float(policy.initial_limit)
         self.slow_start_until = float(policy.ceiling)  # "ssthresh": slow start below it
         self.in_flight = 0
-        # (waiter, its owner): the owner (a batch) can withdraw its waiting pushes at once
-        self.waiters: deque[tuple[asyncio.Future[Deferral | None], object]] = deque()
+        self.waiters: deque[Waiter] = deque()
         self.paused_until = 0.0
         self.pauses_without_header = 0
         self.throttled_at: float | None = None  # the last throttle that cut the limit
@@ -188,6 +219,8 @@ class Lane:
         self.cut_at = -math.inf  # when the limit was last cut (one cut per window of requests)
         self.floor_now, self.floor_before, self.floor_since = math.inf, math.inf, -math.inf
         self.round_left, self.round_min = 0.0, math.inf  # answers left in this round trip, its fastest
+        self.round_started, self.round_limit, self.round_rate = 0.0, 0.0, 0.0  # when, at what limit, 2xx/s
+        self.plateau = False  # a bigger limit stopped buying more 2xx a second: grow by one a round
         self.failures = 0  # consecutive unreachable requests
         self.circuit_open_until: float | None = None  # None: circuit closed
         self.open_for = policy.open_for
@@ -207,7 +240,7 @@ class Lane:
         return LaneState.OPEN
 
     def snapshot(self, now: float) -> LaneSnapshot:
-        queued = sum(1 for waiter, _ in self.waiters if not waiter.done())
+        queued = sum(1 for waiter in self.waiters if not waiter.done)
         return LaneSnapshot(self.label, self.state(now), int(self.limit), self.in_flight, queued)
 
     @property
@@ -294,41 +327,49 @@ class Lanes:
 
     # -- admission ---------------------------------------------------------------------
 
-    async def admit(self, lane: Lane, *, front: bool = False, owner: object = None) -> Deferral | None:
-        """Wait for a slot in `lane`: None once one is held (give it back with `settle`
-        or `release`), or a `Deferral` when the lane will not send for a while (or when
-        `owner` withdrew its pushes)."""
-        if owner is not None and owner in self._withdrawn:
-            return WITHDRAWN
+    def enqueue(self, lane: Lane, waiter: Waiter, *, front: bool = False) -> None:
+        """Queue `waiter` for a slot in `lane` (`front`: a throttled push sent again goes first).
+        It is granted or deferred at once if the lane can tell now."""
+        if waiter.owner is not None and waiter.owner in self._withdrawn:
+            waiter.deferred(WITHDRAWN)
+            return
         if front or not lane.waiters:
             verdict = self._verdict(lane, self.clock())
             if verdict is _GO or verdict is _PROBE:
                 self._take(lane, verdict)
-                return None
+                waiter.granted()
+                return
             if isinstance(verdict, Deferral):
-                return verdict
-        waiter: asyncio.Future[Deferral | None] = asyncio.get_running_loop().create_future()
+                waiter.deferred(verdict)
+                return
         if front:
-            lane.waiters.appendleft((waiter, owner))
+            lane.waiters.appendleft(waiter)
         else:
-            lane.waiters.append((waiter, owner))
+            lane.waiters.append(waiter)
         self._pump(lane)
+
+    async def admit(self, lane: Lane, *, front: bool = False, owner: object = None) -> Deferral | None:
+        """Wait for a slot in `lane`: None once one is held (give it back with `settle`
+        or `release`), or a `Deferral` when the lane will not send for a while (or when
+        `owner` withdrew its pushes)."""
+        waiter = _FutureWaiter(asyncio.get_running_loop().create_future(), owner)
+        self.enqueue(lane, waiter, front=front)
         try:
-            return await waiter
+            return await waiter.future
         except asyncio.CancelledError:
-            # Cancelled after the slot was granted but before this task resumed: give it back.
-            if waiter.done() and not waiter.cancelled() and waiter.result() is None:
-                self.release(lane)
+            waiter.done = True  # skipped if still queued
+            if waiter.future.done() and not waiter.future.cancelled() and waiter.future.result() is None:
+                self.release(lane)  # granted, but cancelled before it could use the slot
             raise
 
     def withdraw(self, owner: object) -> None:
-        """`owner`'s pushes waiting for a slot give up (answered `WITHDRAWN`), and so does any
-        it asks for later; its requests already on the wire are not touched."""
+        """`owner`'s pushes waiting for a slot give up (deferred as `WITHDRAWN`), and so does
+        any it queues later; its requests already on the wire are not touched."""
         self._withdrawn.add(owner)
-        for lane in self._lanes.values():
-            for waiter, waiting_for in lane.waiters:
-                if waiting_for is owner and not waiter.done():
-                    waiter.set_result(WITHDRAWN)
+        for lane in list(self._lanes.values()):
+            withdrawn = [waiter for waiter in lane.waiters if waiter.owner is owner and not waiter.done]
+            for waiter in withdrawn:
+                waiter.deferred(WITHDRAWN)
 
     def _verdict(self, lane: Lane, now: float) -> object:
         policy = self.policy
@@ -366,8 +407,8 @@ class Lanes:
     def _pump(self, lane: Lane) -> None:
         """Hand free slots (or deferrals) to the lane's waiters, in order."""
         while lane.waiters:
-            waiter, _ = lane.waiters[0]
-            if waiter.done():  # cancelled or withdrawn while waiting
+            waiter = lane.waiters[0]
+            if waiter.done:  # cancelled or withdrawn while waiting
                 lane.waiters.popleft()
                 continue
             now = self.clock()
@@ -383,10 +424,10 @@ class Lanes:
                 return
             lane.waiters.popleft()
             if isinstance(verdict, Deferral):
-                waiter.set_result(verdict)
+                waiter.deferred(verdict)
             else:
                 self._take(lane, verdict)
-                waiter.set_result(None)
+                waiter.granted()
 
     def _wake_at(self, lane: Lane, delay: float) -> None:
         if lane.timer is not None:
@@ -453,16 +494,25 @@ class Lanes:
         slow_start = lane.limit < lane.slow_start_until
         lane.round_min = min(lane.round_min, rtt)
         lane.round_left -= 1
-        if lane.round_left <= 0:  # a round trip's worth of answers: was its fastest still flat?
-            if slow_start and lane.round_min > flat:
-                lane.slow_start_until = lane.limit
+        if lane.round_left <= 0:  # a round trip's worth of answers
+            answers = lane.round_limit or 1.0
+            rate = answers / max(now - lane.round_started, 1e-6)
+            # Its fastest answer no longer flat (HyStart++), or the limit grew by a fifth and
+            # the 2xx a second by less than a tenth: more in flight buys nothing any more
+            # (our core, not the push service, is what holds the lane back).
+            slower = slow_start and lane.round_min > flat
+            stalled = lane.limit >= 1.2 * answers and lane.round_rate and rate < 1.1 * lane.round_rate
+            if slower or stalled:
+                lane.slow_start_until = min(lane.slow_start_until, lane.limit)
                 slow_start = False
+                lane.plateau = lane.plateau or bool(stalled)
             lane.round_left, lane.round_min = lane.limit, math.inf
+            lane.round_started, lane.round_limit, lane.round_rate = now, lane.limit, rate
         if lane.limit >= policy.ceiling or (not lane.waiters and lane.in_flight + 1 < lane.limit):
             return  # the limit is not what holds this lane back
         if rtt > floor * policy.latency_tolerance + policy.latency_slack or self._busy(now):
             return
-        step = (1.0 if slow_start else 0.25) if rtt <= flat else 1 / lane.limit
+        step = (1.0 if slow_start else 0.25) if rtt <= flat and not lane.plateau else 1 / lane.limit
         lane.limit = min(policy.ceiling, lane.limit + step)
 
     def _busy(self, now: float) -> bool:
@@ -482,6 +532,7 @@ class Lanes:
         lane.limit = max(1.0, lane.limit * self.policy.decrease)
         lane.slow_start_until = lane.limit
         lane.cut_at = now
+        lane.plateau = False
         return True
 
     def _pace(self, lane: Lane, now: float) -> None:
