@@ -243,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             STORYPUSH_DATA_DIR=str(data_dir),
             STORYPUSH_VAPID_SUBJECT=SUBJECT,
             STORYPUSH_RATE_LIMIT="1000000000",
+            STORYPUSH_NEW_SUBSCRIPTIONS_PER_MINUTE="0",  # the global ceiling would refuse the load itself
             PYTHONUNBUFFERED="1",
         )
         cli = [sys.executable, "-m", "service.cli"]

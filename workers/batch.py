@@ -1,7 +1,7 @@
 """One batch unit sent: a range of a campaign's audience (or, on a retry, some ids of it).
 
-A `BatchRun` loads its subscribers, applies the targeting rules, starts one task per push
-and decides what each answer means (with the `RetryPolicy`); the outcomes go into its
+A `BatchRun` loads its subscribers, applies the targeting rules, submits every push to the
+sender and decides what each answer means (with the `RetryPolicy`); the outcomes go into its
 `Ledger`, which the dispatcher writes. Everything about HTTP and crypto stays behind the
 `Sender` seam.
 """
@@ -92,7 +92,7 @@ class BatchRun:
     # -- starting ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the unit's subscribers and start a task per push (the lanes bound how many fly)."""
+        """Load the unit's subscribers and submit every push (the lanes bound how many fly)."""
         store = self.rt.store
         campaign = store.campaigns.get(self.campaign_id)
         if campaign is None or campaign["state"] != CampaignState.SENDING:

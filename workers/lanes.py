@@ -116,6 +116,8 @@ class LanePolicy:
     Args:
         ceiling: requests in flight over all lanes of the worker (STORYPUSH_MAX_IN_FLIGHT).
         initial_limit: a new lane's limit (and a lane's after its circuit closes again).
+        first_contact: requests in flight to an origin that has never answered yet, so a
+            dead or hanging one is tried by a few requests, not by a whole limit's worth.
         decrease: the limit is multiplied by this on a throttle or an unreachable origin.
         latency_tolerance: a 2xx is "fast" (may grow the limit) while its latency is at most
             this many times the lane's recent floor, plus `latency_slack` seconds.
@@ -144,6 +146,7 @@ class LanePolicy:
 
     ceiling: int = 2000
     initial_limit: int = 64
+    first_contact: int = 4
     decrease: float = 0.5
     latency_tolerance: float = 2.0
     slow_start_tolerance: float = 1.25
@@ -162,8 +165,8 @@ class LanePolicy:
         problems = []
         if self.ceiling < 1:
             problems.append("ceiling must be at least 1")
-        if self.initial_limit < 1:
-            problems.append("initial_limit must be at least 1")
+        if self.initial_limit < 1 or self.first_contact < 1:
+            problems.append("initial_limit and first_contact must be at least 1")
         if not 0 < self.decrease < 1:
             problems.append("decrease must be between 0 and 1")
         if not 1 <= self.slow_start_tolerance <= self.latency_tolerance or self.latency_slack < 0:
@@ -229,6 +232,7 @@ class Lane:
         # (the sender keeps its connection pool on the lane; evicting a lane closes it)
         self.on_evict: Callable[[], None] | None = None
         self.answered_ok = False  # has this origin ever taken a push from us?
+        self.reached = False  # has it ever answered at all? Until then only a few requests fly
 
     def state(self, now: float) -> LaneState:
         if self.probing:
@@ -382,7 +386,7 @@ class Lanes:
         pause = lane.paused_until - now
         if pause > 0:
             return Deferral("throttled", pause) if pause > policy.max_pause_wait else _WAIT
-        if lane.in_flight >= lane.limit:
+        if lane.in_flight >= (lane.limit if lane.reached else min(lane.limit, policy.first_contact)):
             return _WAIT
         if lane.rate is not None and lane.next_send > now:
             return _WAIT
@@ -561,6 +565,7 @@ class Lanes:
     def _answered(self, lane: Lane, now: float) -> None:
         """Any answer means the origin is reachable: close its circuit."""
         lane.failures = 0
+        lane.reached = True  # its whole limit applies from now on (`settle` then pumps)
         if lane.circuit_open_until is not None or lane.probing:
             lane.circuit_open_until, lane.probing = None, False
             lane.open_for = self.policy.open_for

@@ -44,18 +44,6 @@ def _clean(request: pytest.FixtureRequest) -> None:
         simulator.set_latency(0)
 
 
-@pytest.fixture(scope="module")
-def vapid() -> Vapid02:
-    key = Vapid02()
-    key.generate_keys()
-    return key
-
-
-@pytest.fixture(scope="module")
-def server_key(vapid: Vapid02) -> bytes:
-    return public_bytes(vapid.private_key)
-
-
 @pytest.fixture
 def subscription(sim: PushSimulator, server_key: bytes) -> dict:
     return sim.mint(1, server_key)[0]

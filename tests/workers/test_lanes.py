@@ -106,7 +106,7 @@ def test_no_growth_without_demand_or_when_latency_rises_or_the_core_is_busy():
 
 
 def test_a_throttle_cuts_the_limit_once_per_window_and_pauses_the_lane():
-    lanes, clock = make_lanes(initial_limit=8, max_pause_wait=5.0)
+    lanes, clock = make_lanes(initial_limit=8, max_pause_wait=5.0, first_contact=8)
     lane = lanes.lane("https://a", "a")
     other = lanes.lane("https://b", "b")
 
@@ -166,7 +166,7 @@ def test_a_429_without_retry_after_pauses_a_second_then_longer():
 
 
 def test_the_circuit_opens_after_repeated_failures_and_one_probe_closes_it():
-    lanes, clock = make_lanes(initial_limit=10, failure_threshold=3, open_for=10.0, max_open_for=40.0)
+    lanes, clock = make_lanes(initial_limit=10, failure_threshold=3, open_for=10.0, max_open_for=40.0, first_contact=10)
     lane = lanes.lane("https://dead", "dead")
 
     async def scenario():
@@ -201,7 +201,7 @@ def test_the_circuit_opens_after_repeated_failures_and_one_probe_closes_it():
 
 
 def test_a_hanging_lane_never_holds_slots_another_lane_waits_for():
-    lanes, clock = make_lanes(initial_limit=5, ceiling=100)
+    lanes, clock = make_lanes(initial_limit=5, ceiling=100, first_contact=5)
     hung, healthy = lanes.lane("https://hung", "hung"), lanes.lane("https://ok", "ok")
 
     async def scenario():
@@ -356,3 +356,22 @@ def test_growth_slows_once_a_bigger_limit_buys_no_more_answers_a_second():
     assert limits[0] == pytest.approx(20)
     assert lane.plateau and limits[-1] < 60
     assert limits[-1] - limits[-2] == pytest.approx(1.0, abs=0.05)
+
+
+def test_an_origin_that_never_answered_gets_only_a_few_requests_at_once():
+    """A new lane sends `first_contact` requests until its origin answers anything, so a
+    dead or hanging one is tried by a handful, not by a whole limit's worth."""
+    lanes, clock = make_lanes(initial_limit=64, first_contact=4)
+    lane = lanes.lane("https://new", "new")
+
+    async def scenario():
+        waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(100)]
+        await asyncio.sleep(0)
+        assert lane.in_flight == 4
+        lanes.settle(lane, Signal.ANSWERED, rtt=0.05, sent_at=clock())  # a 4xx: it is there
+        await asyncio.sleep(0)
+        assert lane.in_flight == 64  # its whole limit now
+        for task in waiting:
+            task.cancel()
+
+    run(scenario())

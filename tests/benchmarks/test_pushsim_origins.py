@@ -26,7 +26,7 @@ from py_vapid import Vapid02
 from pywebpush import WebPusher
 
 from benchmarks.pushsim import PushSimulator, SimulatorError, token_of
-from benchmarks.pushsim.crypto import SubscriberKeys, public_bytes
+from benchmarks.pushsim.crypto import SubscriberKeys
 
 ORIGINS = 3
 SUBJECT = "mailto:ops@publisher.example.org"
@@ -47,18 +47,6 @@ def sim() -> Iterator[PushSimulator]:
 def _clean(sim: PushSimulator) -> None:
     sim.reset(subscribers=True)
     sim.set_latency(0)
-
-
-@pytest.fixture(scope="module")
-def vapid() -> Vapid02:
-    key = Vapid02()
-    key.generate_keys()
-    return key
-
-
-@pytest.fixture(scope="module")
-def server_key(vapid: Vapid02) -> bytes:
-    return public_bytes(vapid.private_key)
 
 
 def origin_of(endpoint: str) -> str:
