@@ -152,7 +152,7 @@ class LanePolicy:
     slow_start_tolerance: float = 1.25
     latency_slack: float = 0.005
     busy_cpu: float = 0.9
-    failure_threshold: int = 5
+    failure_threshold: int = 4
     open_for: float = 15.0
     max_open_for: float = 300.0
     max_pause_wait: float = 5.0
