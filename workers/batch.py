@@ -83,7 +83,6 @@ class BatchRun:
         self.ledger = Ledger()
         self.used = unit.attempts_used()
         self.expires_at = float("inf")
-        self.ids: list[int] = []
         self.remaining = 0  # pushes started and not yet settled
         self.stopped: Stop | None = None
         self.all_settled = asyncio.Event()
@@ -102,13 +101,13 @@ class BatchRun:
         story = campaign["story"]
         headers = PushHeaders.for_story(story)
         self.expires_at = (campaign["started_at"] or time.time()) + headers.ttl
-        self.ids = store.audiences.pending_ids(self.campaign_id, self.unit.start, self.unit.end, self.unit.only)
-        subscriptions = store.subscriptions.get_many(self.ids)
-        self.ledger = Ledger(store.subscriptions.failing(self.ids), retrying=self.unit.only is not None)
+        ids = store.audiences.pending_ids(self.campaign_id, self.unit.start, self.unit.end, self.unit.only)
+        subscriptions = store.subscriptions.get_many(ids)
+        self.ledger = Ledger(store.subscriptions.failing(ids), retrying=self.unit.only is not None)
         template = build_template(self.campaign_id, story)
         sender: Sender = self.rt.sender  # the seam: jobs never see HTTP or crypto
         key = self.rt.receipt_key
-        chosen = self._targeted(self.ids, subscriptions)
+        chosen = self._targeted(ids, subscriptions)
         self.remaining = len(chosen)  # before any is submitted: some are done at once
         for id_, subscription in chosen:
             payload = template.render(receipts.mint(key, self.campaign_id, id_))
@@ -188,7 +187,7 @@ class BatchRun:
         if self.stopped is not Stop.CANCELLED:
             self._enqueue_retry()
         await self.writer.flush()
-        self.write_upkeep(self.ledger.take_upkeep())
+        write_upkeep(self.rt, self.campaign_id, self.ledger.take_upkeep())
         campaigns = self.rt.store.campaigns
         summary = self.summary()
         logger.info(
@@ -229,20 +228,6 @@ class BatchRun:
             extra={"campaign_id": self.campaign_id, "unit": unit.id_, "retry": len(ids)},
         )
 
-    def write_upkeep(self, upkeep: Upkeep) -> None:
-        """The writes that may lag a second: expired subscriptions deleted, refusal streaks,
-        metrics and log lines."""
-        store = self.rt.store
-        subscriptions = store.subscriptions
-        for id_, subscription in upkeep.expired:
-            subscriptions.delete_if_unchanged(id_, subscription)
-        now = time.time()
-        for id_, subscription in upkeep.refused:
-            subscriptions.record_permanent_failure(id_, subscription, now)
-        subscriptions.clear_failures(upkeep.recovered)
-        store.metrics.record_pushes(upkeep.tally)
-        log_push_problems(logger, self.campaign_id, upkeep.tally.problems)
-
     def renew_lease(self) -> None:
         self.rt.store.campaigns.renew_lease(self.campaign_id, self.unit.id_, self.token, LEASE_TTL)
 
@@ -253,6 +238,21 @@ class BatchRun:
 
     def summary(self) -> dict[str, Any]:
         return {"campaign": self.campaign_id, "unit": self.unit.id_, **self.ledger.totals}
+
+
+def write_upkeep(rt: Runtime, campaign_id: str, upkeep: Upkeep) -> None:
+    """The writes that may lag a second: expired subscriptions deleted, refusal streaks,
+    metrics and log lines."""
+    store = rt.store
+    subscriptions = store.subscriptions
+    for id_, subscription in upkeep.expired:
+        subscriptions.delete_if_unchanged(id_, subscription)
+    now = time.time()
+    for id_, subscription in upkeep.refused:
+        subscriptions.record_permanent_failure(id_, subscription, now)
+    subscriptions.clear_failures(upkeep.recovered)
+    store.metrics.record_pushes(upkeep.tally)
+    log_push_problems(logger, campaign_id, upkeep.tally.problems)
 
 
 def _finished(rt: Runtime, campaign_id: str) -> None:

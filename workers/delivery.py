@@ -111,22 +111,26 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def classify(status: int, retry_after: str | None, now: float) -> tuple[Result, Signal]:
+def classify(
+    status: int, retry_after: str | None, now: float, elapsed: float | None = None, origin: str | None = None
+) -> tuple[Result, Signal]:
     """Map a push service's answer to what we do next (RFC 8030 and the services' habits),
-    and to what it tells the origin's lane."""
+    and to what it tells the origin's lane. (`elapsed` and `origin` are carried into the
+    result: it is built once per push.)"""
     if 200 <= status < 300:
-        return Result(Outcome.SENT, "sent", status), Signal.FAST
+        return Result(Outcome.SENT, "sent", status, None, elapsed, origin=origin), Signal.FAST
     if status in (404, 410):
-        return Result(Outcome.EXPIRED, f"http_{status}", status), Signal.ANSWERED
+        return Result(Outcome.EXPIRED, f"http_{status}", status, None, elapsed, origin=origin), Signal.ANSWERED
     delay = parse_retry_after(retry_after, now)
+    reason = f"http_{status}"
     # 429; WNS's 406; Mozilla autopush's "back off" 503 + Retry-After: throttling, not failure.
     if status in (429, 406) or (status == 503 and delay is not None):
-        return Result(Outcome.RETRY, f"http_{status}", status, delay, attempted=False), Signal.THROTTLED
+        return Result(Outcome.RETRY, reason, status, delay, elapsed, attempted=False, origin=origin), Signal.THROTTLED
     if status >= 500:
         signal = Signal.OVERLOADED if status == 503 else Signal.ANSWERED
-        return Result(Outcome.RETRY, f"http_{status}", status, delay), signal
+        return Result(Outcome.RETRY, reason, status, delay, elapsed, origin=origin), signal
     # 413 is our bug (payload too big), never the subscription's.
-    return Result(Outcome.FAILED, f"http_{status}", status, refusal=status != 413), Signal.ANSWERED
+    return Result(Outcome.FAILED, reason, status, None, elapsed, refusal=status != 413, origin=origin), Signal.ANSWERED
 
 
 # Called once per request: (status, Retry-After, keep-alive, None) or (0, None, False, error).
@@ -292,8 +296,10 @@ class _Push:
 
     def deferred(self, deferral: Deferral) -> None:
         self.done = True
-        result = Result(Outcome.RETRY, deferral.reason, None, deferral.retry_after, attempted=False)
-        HttpSender._done(self, _with(result, origin=self.lane.label))
+        result = Result(
+            Outcome.RETRY, deferral.reason, None, deferral.retry_after, attempted=False, origin=self.lane.label
+        )
+        HttpSender._done(self, result)
 
 
 class HttpSender:
@@ -449,13 +455,13 @@ class HttpSender:
             self._done(push, self._unreachable(error, lane, connecting=False))
             return
         push.pool.release(connection, keep_alive, int(lane.limit))
-        result, signal = classify(status, retry_after, self.clock())
+        result, signal = classify(status, retry_after, self.clock(), elapsed, lane.label)
         lanes.settle(lane, signal, rtt=elapsed, sent_at=push.sent_at, retry_after=result.retry_after)
         if result.outcome is Outcome.RETRY and not result.attempted:
             push.done = False  # throttled: wait at the head of the lane (or be deferred, or withdrawn)
             lanes.enqueue(lane, push, front=True)
             return
-        self._done(push, _with(result, elapsed=elapsed, origin=lane.label))
+        self._done(push, result)
 
     @staticmethod
     def _done(push: _Push, result: Result) -> None:
@@ -469,7 +475,7 @@ class HttpSender:
         presents another name's certificate while the rest of the network works."""
         reason = _network_reason(exc)
         trusted = self.lanes.clock() - self._connected_at < RESOLVER_TRUSTED_FOR
-        if connecting and reason in ("dns_no_such_host", "tls_wrong_host") and not lane.answered_ok and trusted:
+        if connecting and reason in ("dns_no_such_host", "tls_wrong_host") and not lane.reached and trusted:
             return Result(Outcome.FAILED, reason, refusal=True, origin=lane.label)
         return Result(Outcome.RETRY, reason, origin=lane.label)
 
@@ -477,19 +483,6 @@ class HttpSender:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
-
-
-def _with(result: Result, **changes: object) -> Result:
-    return Result(
-        result.outcome,
-        result.reason,
-        result.status,
-        result.retry_after,
-        changes.get("elapsed", result.elapsed),  # type: ignore[arg-type]
-        result.attempted,
-        result.refusal,
-        changes.get("origin", result.origin),  # type: ignore[arg-type]
-    )
 
 
 def _network_reason(exc: BaseException) -> str:

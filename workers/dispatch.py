@@ -25,7 +25,8 @@ from dataclasses import asdict
 from service.store.campaign_store import CampaignState
 from service.store.outcome_store import OutcomeStore, OutcomeWrite
 
-from .batch import LEASE_TTL, BatchRun, Stop, Unit
+from .batch import LEASE_TTL, BatchRun, Stop, Unit, write_upkeep
+from .ledger import Upkeep
 from .queueing import BATCH_DEADLINE, unit_id
 from .runtime import Runtime
 
@@ -37,18 +38,21 @@ UPKEEP_INTERVAL = 1.0
 LOOK_INTERVAL = 0.005
 # Take on the campaign's next batches while lanes would run dry (tests turn it off).
 RUN_AHEAD = True
-WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_name() -> str:
+    """This process in lane reports (read when reporting: a worker pool forks its workers)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class OutcomeWriter:
     """Group commit of outcomes: one write in flight at a time, carrying everything that
     came in since the previous one; `flush` returns once all recorded so far is written."""
 
-    def __init__(self, store: OutcomeStore, runs: Callable[[], list[BatchRun]], on_state: Callable[[str, str], None]):
+    def __init__(self, store: OutcomeStore, runs: list[BatchRun], on_state: Callable[[str, str], None]):
         self.store = store
-        self.runs = runs
+        self.runs = runs  # the dispatcher's list: runs it takes on later are written too
         self.on_state = on_state
-        self.writes = 0
         self._wanted = asyncio.Event()
         self._lock = asyncio.Lock()
         self._closed = False
@@ -64,7 +68,7 @@ class OutcomeWriter:
 
     async def flush(self) -> None:
         async with self._lock:
-            runs = self.runs()
+            runs = self.runs
             writes = []
             for run in runs:
                 marks = run.ledger.take_marks()
@@ -74,7 +78,6 @@ class OutcomeWriter:
             if not writes and not watched:
                 return
             states = await self.store.write(writes, watched)
-            self.writes += 1
         for campaign_id, state in states.items():
             if state != CampaignState.SENDING:
                 self.on_state(campaign_id, state or "missing")
@@ -94,11 +97,8 @@ class Dispatch:
         self.finishing: list[asyncio.Task[None]] = []
         self.started = time.monotonic()
         self.wake = asyncio.Event()
-        self.writer = OutcomeWriter(rt.outcomes, self._active, self._state_changed)
+        self.writer = OutcomeWriter(rt.outcomes, self.runs, self._state_changed)
         self._no_more_ranges: set[str] = set()
-
-    def _active(self) -> list[BatchRun]:
-        return self.runs
 
     def unit(self, unit: Unit, token: str) -> BatchRun:
         return BatchRun(self.rt, unit, token, self.writer)
@@ -179,15 +179,19 @@ class Dispatch:
         self._no_more_ranges.add(campaign_id)
 
     def _upkeep(self) -> None:
-        """Once a second: what may lag (metrics, deletions, lane report) and the leases."""
+        """Once a second: what may lag (metrics, deletions, lane report) and the leases.
+        The runs' upkeep is written together: they are batches of one campaign."""
+        upkeep = Upkeep()
         for run in self.runs:
             if not run.released:
-                run.write_upkeep(run.ledger.take_upkeep())
+                upkeep.merge(run.ledger.take_upkeep())
                 run.renew_lease()
+        if self.runs:
+            write_upkeep(self.rt, self.runs[0].campaign_id, upkeep)
         lanes = self.rt.sender.lanes
         metrics = self.rt.store.metrics
         metrics.record_lane_events(lanes.take_events())
-        metrics.report_lanes(WORKER_NAME, [asdict(snapshot) for snapshot in lanes.snapshots()])
+        metrics.report_lanes(worker_name(), [asdict(snapshot) for snapshot in lanes.snapshots()])
 
     def release(self) -> None:
         for run in self.runs:

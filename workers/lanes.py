@@ -231,7 +231,6 @@ class Lane:
         self.timer: asyncio.TimerHandle | None = None
         # (the sender keeps its connection pool on the lane; evicting a lane closes it)
         self.on_evict: Callable[[], None] | None = None
-        self.answered_ok = False  # has this origin ever taken a push from us?
         self.reached = False  # has it ever answered at all? Until then only a few requests fly
 
     def state(self, now: float) -> LaneState:
@@ -476,7 +475,6 @@ class Lanes:
         else:
             self._answered(lane, now)
             if signal is Signal.FAST:
-                lane.answered_ok = True
                 lane.pauses_without_header = 0
                 lane.taken_since += 1
                 self._grow(lane, rtt, now)

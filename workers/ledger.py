@@ -40,6 +40,13 @@ class Upkeep:
     recovered: list[int] = field(default_factory=list)  # succeeded after a refusal streak
     tally: PushTally = field(default_factory=PushTally)
 
+    def merge(self, other: Upkeep) -> None:
+        """Add another unit's upkeep, so several batches are written in one go."""
+        self.expired += other.expired
+        self.refused += other.refused
+        self.recovered += other.recovered
+        self.tally.merge(other.tally)
+
 
 class Ledger:
     """Outcomes of one unit (a batch, or a retry of some of its ids).
@@ -53,7 +60,6 @@ class Ledger:
     def __init__(self, failing: set[int] = frozenset(), retrying: bool = False):  # type: ignore[assignment]
         self.failing = failing
         self.retrying = retrying
-        self.settled: set[int] = set()
         self.retries: dict[int, int] = {}  # id -> attempts used, for the retry job
         self.retry_delay = 0.0
         self.totals: Counter[str] = Counter()  # for the job's summary
@@ -64,14 +70,13 @@ class Ledger:
         self._marks.counts[name] += value
         self.totals[name] += value
 
-    def _settle(self, id_: int) -> None:
-        self.settled.add(id_)
+    def _settle(self) -> None:
         if self.retrying:
             self._count("retrying", -1)
 
     def resolve(self, id_: int, subscription: Subscription | None, result: Result) -> None:
         """A final outcome: sent, expired, failed or skipped (never sent again)."""
-        self._settle(id_)
+        self._settle()
         self._marks.resolved.append(id_)
         outcome, upkeep = result.outcome, self._upkeep
         if outcome is Outcome.SENT:
@@ -89,7 +94,7 @@ class Ledger:
 
     def defer(self, id_: int, result: Result, retry: Retry) -> None:
         """Not sent yet: hand the id to the unit's retry job."""
-        self._settle(id_)
+        self._settle()
         self.retries[id_] = retry.attempts
         self.retry_delay = max(self.retry_delay, retry.delay)
         self._count("retrying")

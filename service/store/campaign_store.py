@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -307,15 +307,8 @@ class CampaignStore:
 
     def add_counts(self, campaign_id: str, counts: Mapping[str, int], errors: Mapping[str, int]) -> None:
         """Add outcome counts (negative allowed, e.g. retrying) in one atomic step."""
-        if not counts and not errors:
-            return
         pipe = self.client.pipeline()
-        for name, value in counts.items():
-            if value:
-                pipe.hincrby(keys.campaign(campaign_id), name, value)
-        for reason, value in errors.items():
-            pipe.hincrby(keys.campaign_errors(campaign_id), reason, value)
-        pipe.expire(keys.campaign_errors(campaign_id), CAMPAIGN_TTL)
+        queue_counts(pipe, campaign_id, counts, errors)
         pipe.execute()
 
     def count_receipt(self, campaign_id: str, subscription_id: int, kind: ReceiptType) -> bool:
@@ -331,6 +324,32 @@ class CampaignStore:
                 args=[subscription_id, kind.value, CAMPAIGN_TTL],
             )
         )
+
+
+def queue_counts(pipe: Any, campaign_id: str, counts: Mapping[str, int], errors: Mapping[str, int]) -> None:
+    """Queue adding outcome counts and error reasons on `pipe` (a sync or asyncio pipeline:
+    queueing is the same on both)."""
+    for name, value in counts.items():
+        if value:
+            pipe.hincrby(keys.campaign(campaign_id), name, value)
+    if errors:
+        for reason, value in errors.items():
+            pipe.hincrby(keys.campaign_errors(campaign_id), reason, value)
+        pipe.expire(keys.campaign_errors(campaign_id), CAMPAIGN_TTL)
+
+
+def queue_resolved(pipe: Any, campaign_id: str, ids: Sequence[int]) -> None:
+    """Queue setting the campaign's resolved bit of each id on `pipe` (sync or asyncio)."""
+    if not ids:
+        return
+    key = keys.campaign_resolved(campaign_id)
+    # One BITFIELD for all ids instead of a SETBIT each: redis-py's per-command cost was
+    # 3 % of a batch's CPU.
+    args: list[str | int] = []
+    for id_ in ids:
+        args += ["SET", "u1", id_, 1]
+    pipe.execute_command("BITFIELD", key, *args)
+    pipe.expire(key, MARKER_TTL)
 
 
 def ids_in_bitmap(data: bytes, first_id: int) -> list[int]:
@@ -390,17 +409,3 @@ class AudienceStore:
         sent_ids = set(ids_in_bitmap(sent, first_byte * 8))
         candidates = only if only is not None else ids_in_bitmap(audience, first_byte * 8)
         return [i for i in candidates if start <= i < end and i not in sent_ids]
-
-    def mark_resolved(self, campaign_id: str, ids: list[int]) -> None:
-        if not ids:
-            return
-        key = keys.campaign_resolved(campaign_id)
-        # One BITFIELD instead of a SETBIT per id: redis-py's per-command cost
-        # was 3 % of a batch's CPU.
-        args: list[str | int] = []
-        for id_ in ids:
-            args += ["SET", "u1", id_, 1]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command("BITFIELD", key, *args)
-        pipe.expire(key, MARKER_TTL)
-        pipe.execute()

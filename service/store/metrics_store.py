@@ -62,7 +62,6 @@ class PushTally:
     results: Counter[tuple[str, str]] = field(default_factory=Counter)
     durations: Counter[str] = field(default_factory=Counter)
     duration_sum: float = 0.0
-    pushes: int = 0
     # (origin, result, reason, status) of everything that was not sent, for the batch's log lines.
     problems: Counter[tuple[str, str, str, int | None]] = field(default_factory=Counter)
 
@@ -75,12 +74,21 @@ class PushTally:
         origin = origin or NO_ORIGIN
         self.results[(result, origin)] += 1
         if elapsed is not None:
-            self.pushes += 1
-        if elapsed is not None:
             self.durations[_bucket(PUSH_DURATION_BUCKETS, elapsed)] += 1
             self.duration_sum += elapsed
         if result != "sent":
             self.problems[(origin, result, reason, status)] += 1
+
+    @property
+    def pushes(self) -> int:
+        """Pushes answered (the send-rate counter): the ones that were timed."""
+        return sum(self.durations.values())
+
+    def merge(self, other: PushTally) -> None:
+        self.results.update(other.results)
+        self.durations.update(other.durations)
+        self.duration_sum += other.duration_sum
+        self.problems.update(other.problems)
 
     def __bool__(self) -> bool:
         return bool(self.results)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio
 
 from . import keys
-from .campaign_store import CAMPAIGN_TTL, MARKER_TTL
+from .campaign_store import queue_counts, queue_resolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,23 +39,8 @@ class OutcomeStore:
         campaign in `watched` as it was right after (how a batch notices a cancel)."""
         pipe = self.client.pipeline(transaction=True)
         for write in writes:
-            if write.resolved:
-                key = keys.campaign_resolved(write.campaign_id)
-                # One BITFIELD for all ids instead of a SETBIT each.
-                args: list[str | int] = []
-                for id_ in write.resolved:
-                    args += ["SET", "u1", id_, 1]
-                pipe.execute_command("BITFIELD", key, *args)
-                pipe.expire(key, MARKER_TTL)
-            campaign = keys.campaign(write.campaign_id)
-            for name, value in write.counts.items():
-                if value:
-                    pipe.hincrby(campaign, name, value)
-            if write.errors:
-                errors = keys.campaign_errors(write.campaign_id)
-                for reason, value in write.errors.items():
-                    pipe.hincrby(errors, reason, value)
-                pipe.expire(errors, CAMPAIGN_TTL)
+            queue_resolved(pipe, write.campaign_id, write.resolved)
+            queue_counts(pipe, write.campaign_id, write.counts, write.errors)
         for campaign_id in watched:
             pipe.hget(keys.campaign(campaign_id), "state")
         replies = await pipe.execute()

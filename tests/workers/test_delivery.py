@@ -184,7 +184,7 @@ def test_a_host_that_does_not_exist_counts_against_its_subscription_only_while_o
     sender._connected_at = sender.lanes.clock()
     junk = sender._unreachable(nxdomain, lane, connecting=True)
     assert (junk.outcome, junk.reason, junk.refusal) == (Outcome.FAILED, "dns_no_such_host", True)
-    lane.answered_ok = True  # a host that worked before: an outage, not junk
+    lane.reached = True  # a host that answered before: an outage, not junk
     assert sender._unreachable(nxdomain, lane, connecting=True).outcome is Outcome.RETRY
 
 
