@@ -1,4 +1,4 @@
-"""`storypush bench --bad-origin hang|throttle`: one misbehaving push service beside a healthy one.
+"""`storypush bench --bad-origin hang|throttle|slow`: one misbehaving push service beside a healthy one.
 
 The simulator serves two origins. 5/6 of the subscribers are on the healthy one and 1/6
 on the bad one, interleaved so every batch holds both. One `storypush worker` (pinned to
@@ -8,7 +8,9 @@ the bad origin misbehaves:
 - `hang`: it reads requests and never answers (until its lane's circuit opens, the
   requests wait out the read timeout);
 - `throttle`: it takes `--throttle-rate` pushes a second and answers 429 with
-  `Retry-After: 1` beyond that.
+  `Retry-After: 1` beyond that;
+- `slow`: it answers every push, but only after `--slow-ms` (a push service that is
+  overloaded for minutes yet never times out).
 
 It prints the healthy origin's time alone and beside the bad one (the goal: within 3× of
 alone, or alone + 3 s, whichever is larger), and what became of the bad origin's
@@ -38,10 +40,11 @@ HEALTHY, BAD = 0, 1
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="storypush bench --bad-origin", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bad-origin", choices=("hang", "throttle"), required=True)
+    parser.add_argument("--bad-origin", choices=("hang", "throttle", "slow"), required=True)
     parser.add_argument("--subscribers", type=int, default=6000, help="N over both origins (default 6000)")
     parser.add_argument("--latency-ms", type=float, default=40.0, help="the healthy origin's answer delay (40)")
     parser.add_argument("--throttle-rate", type=int, default=50, help="pushes/s the throttling origin takes (50)")
+    parser.add_argument("--slow-ms", type=float, default=5000.0, help="the slow origin's answer delay (5000)")
     parser.add_argument("--in-flight", type=int, default=2000, help="STORYPUSH_MAX_IN_FLIGHT (default 2000)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--verify", default="sample:50", help="simulator decryption (default sample:50)")
@@ -129,6 +132,8 @@ def main(argv: list[str]) -> int:
             alone = run.healthy_time(run.deployment.publish("bench-alone", ("sport",)), "bench-alone")
             if args.bad_origin == "hang":
                 run.sim.hang(BAD)
+            elif args.bad_origin == "slow":
+                run.sim.set_latency(args.slow_ms, origin=BAD)
             else:
                 run.sim.rate_limit(BAD, args.throttle_rate, retry_after="1")
             print(f"beside the {args.bad_origin} origin ...", file=sys.stderr)
@@ -155,13 +160,20 @@ def main(argv: list[str]) -> int:
 def report_bad_origin(run: Run, campaign_id: str) -> list[str]:
     """What became of the bad origin's subscribers."""
     campaigns, bad = run.deployment.store.campaigns, len(run.bad)
-    if run.args.bad_origin == "throttle":
-        run.wait(lambda: campaigns.get(campaign_id)["state"] == "done", 600, "the throttled origin's pushes")
+    if run.args.bad_origin in ("throttle", "slow"):
+        run.wait(
+            lambda: campaigns.get(campaign_id)["state"] == "done", 600, f"the {run.args.bad_origin} origin's pushes"
+        )
         state = campaigns.get(campaign_id)
         received = Counter(m.token for m in run.sim.messages(origin=BAD))
         once = sum(1 for s in run.bad if received[s["endpoint"].rsplit("/", 1)[1]] == 1)
-        throttled = run.sim.stats(origin=BAD)["throttled"]
         took = state["finished_at"] - state["started_at"]
+        if run.args.bad_origin == "slow":
+            return [
+                f"slow origin ({run.args.slow_ms:g} ms an answer): {once:,} of {bad:,} subscribers got it exactly "
+                f"once in {took:.1f} s; failed {state['failed']}"
+            ]
+        throttled = run.sim.stats(origin=BAD)["throttled"]
         return [
             f"throttling origin: {once:,} of {bad:,} subscribers got it exactly once in {took:.1f} s "
             f"(it takes {run.args.throttle_rate}/s: {bad / run.args.throttle_rate:.1f} s at best); "

@@ -276,6 +276,7 @@ class Lanes:
         self.in_flight = 0
         self._lanes: OrderedDict[str, Lane] = OrderedDict()
         self._blocked: deque[Lane] = deque()  # lanes waiting for room under the ceiling
+        self._active: set[Lane] = set()  # lanes with requests in flight or waiting: they share the ceiling
         self._cpu_mark = (clock(), cpu_clock())
         self.cpu_share = 0.0  # of one core, moving average over the last samples
         self.busy = False  # cpu_share at or past the policy's busy_cpu
@@ -320,9 +321,9 @@ class Lanes:
     def wants_work(self) -> bool:
         """Would a lane that is sending run short of pushes within about one round trip?
         (A batch then takes on the campaign's next batch.) Throttled, circuit-open and
-        saturated-but-silent lanes never ask for more: their backlog is not work."""
-        if self.in_flight >= self.policy.ceiling:
-            return False
+        saturated-but-silent lanes never ask for more: their backlog is not work. A full
+        ceiling is no reason not to: a lane below its fair share gets the slots freed by
+        one above it (`_over_share`), and must have pushes waiting to use them."""
         now = self.clock()
         return any(
             lane.state(now) is LaneState.OPEN and len(lane.waiters) < lane.limit for lane in self._lanes.values()
@@ -349,6 +350,7 @@ class Lanes:
             lane.waiters.appendleft(waiter)
         else:
             lane.waiters.append(waiter)
+        self._active.add(lane)
         self._pump(lane)
 
     async def admit(self, lane: Lane, *, front: bool = False, owner: object = None) -> Deferral | None:
@@ -389,13 +391,23 @@ class Lanes:
             return _WAIT
         if lane.rate is not None and lane.next_send > now:
             return _WAIT
-        if self.in_flight >= policy.ceiling:
+        if self.in_flight >= policy.ceiling or (self._blocked and self._over_share(lane)):
             return _WAIT_CEILING
         return _GO
+
+    def _over_share(self, lane: Lane) -> bool:
+        """Does `lane` hold its fair share of the ceiling while another lane, below its own,
+        waits for room? Then the slot goes to that one (max-min fairness). Why: a push
+        service that answers slowly but surely keeps every slot it gets for as long as it
+        takes; were freed slots first come, first served, it would end up holding the whole
+        ceiling and the other origins would wait on it."""
+        share = self.policy.ceiling / max(1, len(self._active))
+        return lane.in_flight >= share and any(other is not lane and other.in_flight < share for other in self._blocked)
 
     def _take(self, lane: Lane, verdict: object) -> None:
         lane.in_flight += 1
         self.in_flight += 1
+        self._active.add(lane)
         if lane.rate is not None:
             now = self.clock()
             if lane.throttled_at is not None and now - lane.throttled_at > self.policy.pace_for:
@@ -431,6 +443,8 @@ class Lanes:
             else:
                 self._take(lane, verdict)
                 waiter.granted()
+        if not lane.in_flight:
+            self._active.discard(lane)
 
     def _wake_at(self, lane: Lane, delay: float) -> None:
         if lane.timer is not None:
@@ -447,7 +461,9 @@ class Lanes:
 
     def _after_release(self, lane: Lane) -> None:
         self._pump(lane)
-        while self._blocked and self.in_flight < self.policy.ceiling:
+        for _ in range(len(self._blocked)):  # each once: a lane over its share goes back in line
+            if self.in_flight >= self.policy.ceiling:
+                break
             self._pump(self._blocked.popleft())
         if self.on_hungry is not None and len(lane.waiters) < lane.limit and lane.circuit_open_until is None:
             self.on_hungry()

@@ -67,17 +67,22 @@ def sim2(monkeypatch):
         yield simulator
 
 
-@pytest.fixture
-def stack2(fanout_settings, sim2, vapid_key, tmp_path):
-    """web + one worker trusting and accepting both origins."""
+def two_origin_stack(fanout_settings, sim2, tmp_path, in_flight: int):
+    """web (and, started by the test, one worker) trusting and accepting both origins."""
     env = process_env(
         fanout_settings,
         ",".join(sim2.authorities),
         sim2.ca_file,
         STORYPUSH_BATCH_SIZE="500",
-        STORYPUSH_MAX_IN_FLIGHT="200",  # the old fixed window: now only a ceiling over every lane
+        STORYPUSH_MAX_IN_FLIGHT=str(in_flight),
     )
-    with running_stack(env, tmp_path) as stack:
+    return running_stack(env, tmp_path)
+
+
+@pytest.fixture
+def stack2(fanout_settings, sim2, vapid_key, tmp_path):
+    # 200: the old fixed window, now only a ceiling over every lane
+    with two_origin_stack(fanout_settings, sim2, tmp_path, 200) as stack:
         stack.start_web()
         yield stack
 
@@ -164,6 +169,36 @@ def test_a_throttling_origin_gets_everyone_once_with_few_429s(stack2, sim2, vapi
     state = store.campaigns.get(campaign)
     assert (state["sent"], state["failed"], state["retrying"]) == (2900, 0, 0)
     assert state["errors"] == {}
+
+
+def test_a_slow_origin_cannot_keep_the_slots_a_healthy_one_waits_for(
+    fanout_settings, sim2, vapid_key, webhook_secret, store, tmp_path
+):
+    """One origin answers every push, but only after 1.5 s, and has more pushes waiting than
+    the worker's whole ceiling (40 here): it fills the ceiling at once and keeps each slot
+    it gets for 1.5 s. The healthy origin beside it still gets its fair share of the slots
+    (and pushes to fill them) and finishes about as fast as alone; nobody is lost."""
+    good, poor = store_mixed(store, sim2, vapid_key, 1500, 500)
+    with two_origin_stack(fanout_settings, sim2, tmp_path, 40) as stack:
+        stack.start_web()
+        stack.start_worker()
+        # Both lanes have answered before (a campaign at full speed), so the slow one may
+        # take up to its limit at once when the next campaign starts.
+        warm_up = publish(stack.base, webhook_secret, {**STORY, "id": "warm-up"})
+        wait_for(lambda: store.campaigns.get(warm_up)["state"] == "done", 60, "the warm-up campaign")
+        sim2.reset()  # its records; the subscribers stay
+        sim2.set_latency(1500, origin=1)
+        campaign = publish(stack.base, webhook_secret, STORY)
+        wait_for(lambda: sim2.stats(origin=0)["delivered"] >= len(good), 120, "every healthy push")
+        beside = finished_after(store, sim2, campaign, 0)
+        wait_for(lambda: store.campaigns.get(campaign)["state"] == "done", 120, "the slow origin's pushes", 1)
+        alone = healthy_alone(stack, store, sim2, webhook_secret, "alone-slow")
+    print(f"\nhealthy origin: {alone:.2f}s alone, {beside:.2f}s beside one that answers in 1.5 s")
+    assert beside <= max(3 * alone, alone + 3)
+    delivered_once(sim2, poor, 1)
+    delivered_once(sim2, good, 0)
+    state = store.campaigns.get(campaign)
+    assert (state["sent"], state["failed"], state["retrying"]) == (2000, 0, 0)
 
 
 def test_a_refusing_origin_opens_its_circuit_and_one_probe_reopens_it(stack2, sim2, vapid_key, webhook_secret, store):

@@ -3,7 +3,6 @@ at the end, and the environment they read their configuration from."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import re
@@ -14,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -105,11 +104,13 @@ class Stack:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes:
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
+            # Whatever is left of its group: the worker itself, or RQ's scheduler process it
+            # forked, which outlives it retrying a Redis the test has shut down.
+            with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            process.wait()
 
 
 @contextmanager
@@ -214,7 +215,7 @@ class DevProcess:
     def kill_tree(self) -> None:
         """Test cleanup only: SIGKILL what is left of this dev process's tree."""
         for proc in [*self.tree(), psutil.Process(self.proc.pid)]:
-            with contextlib.suppress(psutil.NoSuchProcess):
+            with suppress(psutil.NoSuchProcess):
                 proc.kill()
         self.proc.wait(timeout=10)
 

@@ -227,13 +227,63 @@ def test_the_ceiling_is_shared_and_a_freed_slot_goes_to_a_lane_waiting_for_it():
     async def scenario():
         for _ in range(4):
             assert await lanes.admit(a) is None
-        assert not lanes.wants_work()
+        assert lanes.wants_work()  # a full ceiling is no reason to run dry: a has nothing waiting
         waiting_b = asyncio.ensure_future(lanes.admit(b))
         await asyncio.sleep(0)
         assert not waiting_b.done()
         lanes.settle(a, Signal.FAST, rtt=0.01, sent_at=clock())
         assert await asyncio.wait_for(waiting_b, 1) is None
         assert (a.in_flight, b.in_flight, lanes.in_flight) == (3, 1, 4)
+
+    run(scenario())
+
+
+def test_a_lane_that_keeps_its_slots_long_gives_them_up_to_its_fair_share_of_the_ceiling():
+    """A slow-but-sure origin with a backlog holds the whole ceiling; once another lane
+    waits, each slot the slow one frees goes to the waiting one until both hold half."""
+    lanes, clock = make_lanes(initial_limit=100, ceiling=10, first_contact=100)
+    slow, healthy = lanes.lane("https://slow", "slow"), lanes.lane("https://ok", "ok")
+
+    async def scenario():
+        backlog = [asyncio.ensure_future(lanes.admit(slow)) for _ in range(40)]
+        await asyncio.sleep(0)
+        assert slow.in_flight == 10  # the slow lane fills the ceiling
+        waiting = [asyncio.ensure_future(lanes.admit(healthy)) for _ in range(20)]
+        await asyncio.sleep(0)
+        assert healthy.in_flight == 0
+        for expected in range(1, 6):  # every slot the slow lane frees goes to the healthy one ...
+            lanes.settle(slow, Signal.FAST, rtt=2.0, sent_at=clock())
+            await asyncio.sleep(0)
+            assert (slow.in_flight, healthy.in_flight) == (10 - expected, expected)
+        lanes.settle(slow, Signal.FAST, rtt=2.0, sent_at=clock())  # ... until each holds its share,
+        await asyncio.sleep(0)
+        assert (slow.in_flight, healthy.in_flight) == (5, 5)
+        for _ in range(10):  # and the healthy lane, answered fast, keeps its share
+            lanes.settle(healthy, Signal.FAST, rtt=0.04, sent_at=clock())
+            await asyncio.sleep(0)
+            assert (slow.in_flight, healthy.in_flight) == (5, 5)
+        for task in backlog + waiting:
+            task.cancel()
+
+    run(scenario())
+
+
+def test_three_lanes_share_a_contended_ceiling_and_one_alone_may_use_all_of_it():
+    lanes, clock = make_lanes(initial_limit=100, ceiling=12, first_contact=100)
+    a, b, c = (lanes.lane(f"https://{name}", name) for name in "abc")
+
+    async def scenario():
+        queued = [asyncio.ensure_future(lanes.admit(a)) for _ in range(30)]
+        await asyncio.sleep(0)
+        assert a.in_flight == 12  # alone, a lane may use the whole ceiling
+        queued += [asyncio.ensure_future(lanes.admit(lane)) for lane in (b, c) for _ in range(30)]
+        await asyncio.sleep(0)
+        for _ in range(8):  # a's requests are answered; b and c are never answered
+            lanes.settle(a, Signal.FAST, rtt=1.0, sent_at=clock())
+            await asyncio.sleep(0)
+        assert (a.in_flight, b.in_flight, c.in_flight) == (4, 4, 4)
+        for task in queued:
+            task.cancel()
 
     run(scenario())
 
