@@ -353,10 +353,14 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("encryption (workers.webpush.encrypt)", ("encrypt (workers/webpush.py",)),
     ("VAPID header (cached per origin)", ("authorization (workers/webpush.py",)),
     ("Redis (redis-py, store calls)", ("(redis/",)),
-    ("TLS handshakes (200 per worker)", ("do_handshake (ssl.py",)),
+    ("TLS handshakes (one per connection)", ("do_handshake (ssl.py",)),
+    ("lanes (workers/lanes.py)", ("(workers/lanes.py",)),
     ("HTTP client + TLS records (delivery.py, ssl.py, asyncio)", ("(workers/delivery.py", "(ssl.py", "(asyncio/")),
     ("message + receipt per push", ("(workers/message.py", "(service/receipts.py")),
-    ("batch bookkeeping (jobs.py)", ("workers/jobs.py:",)),
+    (
+        "batch bookkeeping (jobs, dispatch, batch, ledger)",
+        ("workers/jobs.py:", "workers/dispatch.py:", "workers/batch.py:", "workers/ledger.py:"),
+    ),
 )
 _IN_BATCH = "send_batch (workers/jobs.py"
 # A stack whose leaf is send_batch's run_until_complete line is inside uvloop's C code
