@@ -67,12 +67,12 @@ def sim2(monkeypatch):
         yield simulator
 
 
-def two_origin_stack(fanout_settings, sim2, tmp_path, in_flight: int):
-    """web (and, started by the test, one worker) trusting and accepting both origins."""
+def multi_origin_stack(fanout_settings, sim, tmp_path, in_flight: int):
+    """web (and, started by the test, one worker) trusting and accepting every origin of `sim`."""
     env = process_env(
         fanout_settings,
-        ",".join(sim2.authorities),
-        sim2.ca_file,
+        ",".join(sim.authorities),
+        sim.ca_file,
         STORYPUSH_BATCH_SIZE="500",
         STORYPUSH_MAX_IN_FLIGHT=str(in_flight),
     )
@@ -82,7 +82,7 @@ def two_origin_stack(fanout_settings, sim2, tmp_path, in_flight: int):
 @pytest.fixture
 def stack2(fanout_settings, sim2, vapid_key, tmp_path):
     # 200: the old fixed window, now only a ceiling over every lane
-    with two_origin_stack(fanout_settings, sim2, tmp_path, 200) as stack:
+    with multi_origin_stack(fanout_settings, sim2, tmp_path, 200) as stack:
         stack.start_web()
         yield stack
 
@@ -179,7 +179,7 @@ def test_a_slow_origin_cannot_keep_the_slots_a_healthy_one_waits_for(
     it gets for 1.5 s. The healthy origin beside it still gets its fair share of the slots
     (and pushes to fill them) and finishes about as fast as alone; nobody is lost."""
     good, poor = store_mixed(store, sim2, vapid_key, 1500, 500)
-    with two_origin_stack(fanout_settings, sim2, tmp_path, 40) as stack:
+    with multi_origin_stack(fanout_settings, sim2, tmp_path, 40) as stack:
         stack.start_web()
         stack.start_worker()
         # Both lanes have answered before (a campaign at full speed), so the slow one may
@@ -244,3 +244,45 @@ def test_a_lane_grows_past_the_old_fixed_window_when_answers_are_slow(
     print(f"\n{latency * 1000:.0f} ms answers: {rate:,.0f} pushes/s, the lane's limit peaked at {peak}")
     assert state["sent"] == n and sim.stats()["delivered"] == n
     assert peak > 200 and rate > 200 / latency
+
+
+def test_four_bad_origins_at_once_hold_back_neither_the_healthy_one_nor_each_other(
+    fanout_settings, vapid_key, webhook_secret, store, tmp_path, monkeypatch
+):
+    """Beside a healthy origin, at the same time: one that never answers, one throttling as
+    Mozilla autopush does (503 + Retry-After in seconds), one as WNS does (406 + Retry-After
+    as an HTTP date) and one answering every push after 1.5 s. The healthy subscribers
+    finish about as fast as alone; once the hung origin recovers, every subscriber of every
+    origin has the story exactly once, nobody failed, nobody was deleted."""
+    with PushSimulator(origins=5, verify="sample:4") as sim:
+        monkeypatch.setenv("SSL_CERT_FILE", sim.ca_file)
+        key = vapid_key.public_bytes
+        healthy = sim.mint(2000, key)
+        bad = {origin: sim.mint(200, key, origin=origin) for origin in (1, 2, 3, 4)}
+        for i in range(200):  # every batch holds every origin
+            store_all(store, healthy[i * 10 : (i + 1) * 10], ("animals", "sport"))
+            store_all(store, [bad[origin][i] for origin in bad], ("animals",))
+        sim.hang(1)
+        sim.rate_limit(2, 40, retry_after="1", status=503)
+        sim.rate_limit(4, 40, retry_after="date", status=406)
+        sim.set_latency(1500, origin=3)
+        with multi_origin_stack(fanout_settings, sim, tmp_path, 200) as stack:
+            stack.start_web()
+            stack.start_worker()
+            campaign = publish(stack.base, webhook_secret, STORY)
+            wait_for(lambda: sim.stats(origin=0)["delivered"] >= len(healthy), 60, "every healthy push")
+            beside = finished_after(store, sim, campaign, 0)
+            wait_for(lambda: store.campaigns.get(campaign)["retrying"] > 0, 30, "the hung pushes to be deferred")
+            sim.hang(1, on=False)
+            wait_for(lambda: store.campaigns.get(campaign)["state"] == "done", 150, "every bad origin's pushes", 1)
+            alone = healthy_alone(stack, store, sim, webhook_secret, "alone-four")
+        print(f"\nhealthy origin: {alone:.2f}s alone, {beside:.2f}s beside four bad ones")
+        assert beside <= max(3 * alone, alone + 3)
+        delivered_once(sim, healthy, 0)
+        for origin, subscriptions in bad.items():
+            delivered_once(sim, subscriptions, origin)
+        throttled = [sim.stats(origin=origin)["throttled"] for origin in (2, 4)]
+        assert all(count < 0.5 * 200 for count in throttled), throttled
+    state = store.campaigns.get(campaign)
+    assert (state["sent"], state["failed"], state["retrying"]) == (2800, 0, 0)
+    assert store.subscriptions.count() == 2800
