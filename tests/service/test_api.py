@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import time
 
 import pytest
 
 from service.settings import Settings
-from tests.helpers import BrowserKeys, fcm_endpoint, subscribe_body
+from tests.helpers import BrowserKeys, fcm_endpoint, inside_one_minute, subscribe_body
 
 
 def _error(response, status: int, code: str) -> dict:
@@ -195,8 +194,7 @@ def test_rate_limit_answers_429_with_retry_after(redis_client, settings: Setting
     from service import create_app
 
     client = create_app(settings.with_overrides(rate_limit_per_minute=3)).test_client()
-    while time.time() % 60 > 55:  # windows are clock minutes: all six requests in one of them
-        time.sleep(0.2)
+    inside_one_minute()
     statuses = [client.post("/api/v1/prompt-events", json={"type": "shown"}).status_code for _ in range(5)]
     assert statuses == [204, 204, 204, 429, 429]
     response = client.post("/api/v1/prompt-events", json={"type": "shown"})

@@ -3,8 +3,6 @@ ceiling on new subscriptions, and failed token checks limited like sign-ins."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from service import create_app
@@ -12,17 +10,14 @@ from service.errors import RateLimited
 from service.settings import Settings, load_settings
 from service.store import keys
 from service.store.rate_limit import RateLimiter, RateSlot
-from tests.helpers import subscribe_body
+from tests.helpers import inside_one_minute, subscribe_body
 
 TOKEN = "test-admin-token-0123456789"
 
 
 @pytest.fixture(autouse=True)
 def _one_window():
-    """Windows are calendar minutes: start each test well inside one, so no count it makes
-    is split across two windows (a test here takes well under a second)."""
-    if time.time() % 60 > 55:
-        time.sleep(61 - time.time() % 60)
+    inside_one_minute()
 
 
 def _app_client(settings: Settings, **overrides):
