@@ -22,10 +22,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from py_vapid import Vapid02, VapidException
-from pywebpush import WebPusher, webpush
+from pywebpush import webpush
 
 from benchmarks.pushsim import PushSimulator, SimulatorError, token_of
 from benchmarks.pushsim.crypto import DecryptError, SubscriberKeys, b64url_decode, b64url_encode, decrypt, public_bytes
+from tests.helpers.push_sender import encrypt, post_push
 
 SUBJECT = "mailto:ops@publisher.example.org"
 
@@ -67,10 +68,6 @@ def vapid_headers(vapid: Vapid02, aud: str, exp_in: int = 3600, sub: str = SUBJE
     return {"Authorization": f"vapid t={jwt}, k={b64url_encode(public_bytes(vapid.private_key))}"}
 
 
-def encrypt(subscription: dict, plaintext: bytes) -> bytes:
-    return WebPusher(subscription).encode(plaintext, "aes128gcm")["body"]
-
-
 def post(
     sim: PushSimulator,
     endpoint: str,
@@ -83,9 +80,7 @@ def post(
     """POST like a sender; keyword headers use _ for - and replace the defaults."""
     sent = {"TTL": "60", "Content-Encoding": "aes128gcm", **vapid_headers(vapid, aud or sim.origin)}
     sent.update({name.replace("_", "-"): value for name, value in headers.items()})
-    sent = {name: value for name, value in sent.items() if value is not None}
-    # verify= explicitly: this machine exports REQUESTS_CA_BUNDLE, which only yields to a path.
-    return requests.post(endpoint, data=body, headers=sent, verify=sim.ca_file, timeout=10)
+    return post_push(sim, endpoint, body, {name: value for name, value in sent.items() if value is not None})
 
 
 def test_mint_returns_subscription_json(sim: PushSimulator, server_key: bytes) -> None:

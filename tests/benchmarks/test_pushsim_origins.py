@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import requests
 from py_vapid import Vapid02
-from pywebpush import WebPusher
 
 from benchmarks.pushsim import PushSimulator, SimulatorError, token_of
 from benchmarks.pushsim.crypto import SubscriberKeys
+from tests.helpers.push_sender import encrypt, post_push
 
 ORIGINS = 3
 SUBJECT = "mailto:ops@publisher.example.org"
@@ -58,10 +58,6 @@ def push_headers(vapid: Vapid02, aud: str) -> dict[str, str]:
     return {"TTL": "60", "Content-Encoding": "aes128gcm", **vapid.sign(claims)}
 
 
-def encrypt(subscription: dict, plaintext: bytes) -> bytes:
-    return WebPusher(subscription).encode(plaintext, "aes128gcm")["body"]
-
-
 def post(
     sim: PushSimulator,
     endpoint: str,
@@ -72,10 +68,7 @@ def post(
     session: requests.Session | None = None,
 ) -> requests.Response:
     """POST like a sender, with a JWT for the endpoint's own origin unless `aud` says otherwise."""
-    headers = push_headers(vapid, aud or origin_of(endpoint))
-    # verify= explicitly: this machine exports REQUESTS_CA_BUNDLE, which only yields to a path.
-    sender = session or requests
-    return sender.post(endpoint, data=body, headers=headers, verify=sim.ca_file, timeout=10)
+    return post_push(sim, endpoint, body, push_headers(vapid, aud or origin_of(endpoint)), session)
 
 
 def on_origin(sim: PushSimulator, endpoint: str, origin: int) -> str:

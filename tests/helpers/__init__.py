@@ -1,7 +1,8 @@
 """What several tests share (test modules never import each other): here, test data with
 real P-256 subscriber keys, so every payload can be decrypted; beside it `cms` (signed
 webhook calls), `fanout` (subscribers in, jobs run in-process), `processes` (storypush as
-real processes), `admin` (operator fixtures), `jobs` (RQ jobs for tests) and `browser`."""
+real processes), `admin` (operator fixtures), `jobs` (RQ jobs for tests), `push_sender` (pywebpush
+against the simulator) and `browser`."""
 
 from __future__ import annotations
 
