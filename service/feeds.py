@@ -22,6 +22,7 @@ lifetime fits it.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Mapping
@@ -163,6 +164,11 @@ def poll_job_id(feed_id: str, slot: int) -> str:
 
 def schedule_poll(services: Services, feed_id: str, at: float) -> int | None:
     """Make a poll at `at` the feed's one live poll; returns its slot (None: feed removed)."""
+    now = time.time()
+    if at > now:
+        # RQ keeps a scheduled time in whole seconds, cut down: rounded up here, a poll
+        # never runs before its time (so never sooner than `every` after the last one).
+        at = math.ceil(at)
     slot = int(at * 1000)
     if not services.store.feeds.set_slot(feed_id, slot):
         return None
@@ -175,7 +181,7 @@ def schedule_poll(services: Services, feed_id: str, at: float) -> int | None:
         "retry": POLL_RETRY,
         "description": f"poll feed {feed_id}",
     }
-    if at <= time.time():
+    if at <= now:
         services.queue.enqueue(POLL_JOB, feed_id, slot, **options)
     else:
         services.queue.enqueue_at(datetime.fromtimestamp(at, UTC), POLL_JOB, feed_id, slot, **options)

@@ -39,6 +39,7 @@ def test_feeds_panel_adds_shows_health_and_removes(new_context, live_server: Liv
     form.locator("[name=category_map]").fill("Wildlife=animals")
     form.locator("[name=every]").fill("30")
     form.get_by_role("button", name="Add feed").click()
+    expect(page.locator("#feeds tr[data-feed]")).to_have_count(1)  # the POST has answered
     (feed,) = services.store.feeds.list()
     row = page.locator(f'tr[data-feed="{feed.id_}"]')
     expect(row.locator(".badge")).to_have_text("waiting")

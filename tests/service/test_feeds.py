@@ -76,6 +76,17 @@ def test_first_poll_records_what_is_there_and_sends_nothing(services, feed_serve
     assert services.queue.fetch_job(feeds.poll_job_id(feed_id, slot)).enqueue_at_front
 
 
+def test_a_poll_scheduled_for_later_never_runs_before_its_time(services, feed_server):
+    """RQ keeps scheduled times in whole seconds, cut down; the poll's time is rounded up."""
+    feed_id = add(services, feed_server, "/rss/", ghost_rss([item(1)]), every=60)
+    at = time.time() + 10.75
+    slot = feeds.schedule_poll(services, feed_id, at)
+    assert slot is not None and slot / 1000 >= at
+    job = services.queue.fetch_job(feeds.poll_job_id(feed_id, slot))
+    runs_at = ScheduledJobRegistry(queue=services.queue).get_scheduled_time(job).timestamp()
+    assert at <= runs_at < at + 1
+
+
 def test_a_new_entry_becomes_one_campaign_through_the_webhook_path(services, feed_server):
     feed_id = add(services, feed_server, "/rss/", ghost_rss([item(1)]))
     poll(services, feed_id)
