@@ -164,11 +164,6 @@ def poll_job_id(feed_id: str, slot: int) -> str:
 
 def schedule_poll(services: Services, feed_id: str, at: float) -> int | None:
     """Make a poll at `at` the feed's one live poll; returns its slot (None: feed removed)."""
-    now = time.time()
-    if at > now:
-        # RQ keeps a scheduled time in whole seconds, cut down: rounded up here, a poll
-        # never runs before its time (so never sooner than `every` after the last one).
-        at = math.ceil(at)
     slot = int(at * 1000)
     if not services.store.feeds.set_slot(feed_id, slot):
         return None
@@ -181,10 +176,12 @@ def schedule_poll(services: Services, feed_id: str, at: float) -> int | None:
         "retry": POLL_RETRY,
         "description": f"poll feed {feed_id}",
     }
-    if at <= now:
+    if at <= time.time():
         services.queue.enqueue(POLL_JOB, feed_id, slot, **options)
     else:
-        services.queue.enqueue_at(datetime.fromtimestamp(at, UTC), POLL_JOB, feed_id, slot, **options)
+        # RQ keeps a scheduled time in whole seconds, cut down: rounded up here, a poll never
+        # runs before its time (so never sooner than `every` after the last one).
+        services.queue.enqueue_at(datetime.fromtimestamp(math.ceil(at), UTC), POLL_JOB, feed_id, slot, **options)
     return slot
 
 
