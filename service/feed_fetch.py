@@ -27,7 +27,6 @@ import ipaddress
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import requests
@@ -36,6 +35,7 @@ from requests_hardened import Config, Manager
 from requests_hardened.ip_filter import InvalidIPAddress
 
 from .errors import FeedProblem
+from .retry_after import parse_retry_after
 from .settings import FeedSettings
 from .validation import split_url
 
@@ -123,17 +123,6 @@ class FeedUrlPolicy:
         return None
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (delta or HTTP date), if the server gave a usable one."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    return None
-
-
 class FeedFetcher:
     """One fetch at a time per instance; sessions live for one `fetch` call."""
 
@@ -215,7 +204,7 @@ class FeedFetcher:
             raise FeedProblem(
                 f"http_{status}",
                 f"server answered {status} {response.reason or ''}".rstrip(),
-                _retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None,
+                parse_retry_after(response.headers.get("Retry-After"), time.time()) if status in (429, 503) else None,
             )
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:

@@ -22,11 +22,9 @@ lifetime fits it.
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 import redis
@@ -36,6 +34,7 @@ from rq import Queue, Retry
 from .errors import Conflict
 from .feed_fetch import MAX_URL_LENGTH, FeedFetcher, FeedUrlPolicy
 from .feed_polling import FeedPoll, PollResult
+from .queueing import run_no_sooner_than
 from .settings import Settings
 from .store import Store
 from .store.feed_store import Feed
@@ -179,9 +178,8 @@ def schedule_poll(services: Services, feed_id: str, at: float) -> int | None:
     if at <= time.time():
         services.queue.enqueue(POLL_JOB, feed_id, slot, **options)
     else:
-        # RQ keeps a scheduled time in whole seconds, cut down: rounded up here, a poll never
-        # runs before its time (so never sooner than `every` after the last one).
-        services.queue.enqueue_at(datetime.fromtimestamp(math.ceil(at), UTC), POLL_JOB, feed_id, slot, **options)
+        # Never before its time, so never sooner than `every` after the last poll.
+        services.queue.enqueue_at(run_no_sooner_than(at), POLL_JOB, feed_id, slot, **options)
     return slot
 
 

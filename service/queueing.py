@@ -11,6 +11,7 @@ failed, and its unsent pushes are lost) and a `failure_ttl` shorter than RQ's on
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,13 @@ def campaign_job_id(campaign_id: str) -> str:
     return f"sp-campaign-{campaign_id}"
 
 
+def run_no_sooner_than(at: float) -> datetime:
+    """The time to hand RQ's `enqueue_at` for a job that must not run before `at`: RQ keeps
+    a scheduled time in whole seconds, cut down, so it is rounded up here (else the job
+    could start up to a second early)."""
+    return datetime.fromtimestamp(math.ceil(at), UTC)
+
+
 def enqueue_campaign(queue: Queue, campaign_id: str, send_at: float | None = None) -> None:
     """Start the campaign now, or at `send_at` with RQ's own scheduler."""
     options = {
@@ -53,7 +61,7 @@ def enqueue_campaign(queue: Queue, campaign_id: str, send_at: float | None = Non
         "description": f"campaign {campaign_id}",
     }
     if send_at is not None:
-        queue.enqueue_at(datetime.fromtimestamp(send_at, tz=UTC), START_CAMPAIGN, campaign_id, **options)
+        queue.enqueue_at(run_no_sooner_than(send_at), START_CAMPAIGN, campaign_id, **options)
     else:
         queue.enqueue(START_CAMPAIGN, campaign_id, **options)
 

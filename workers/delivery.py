@@ -20,7 +20,6 @@ capability URL for exactly that host.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import socket
 import ssl
@@ -33,6 +32,7 @@ from typing import Protocol
 import httptools
 
 from service.endpoints import InvalidEndpoint, PushEndpoint, parse_endpoint
+from service.retry_after import parse_retry_after
 from service.subscriptions import Subscription
 
 from .lanes import Deferral, Lane, LanePolicy, Lanes, Signal
@@ -95,20 +95,6 @@ class Sender(Protocol):
         ...
 
     def wants_work(self) -> bool: ...
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def classify(

@@ -129,9 +129,11 @@ class LanePolicy:
             idea, RFC 9406: latency rises a round before anything is dropped, and one
             round's minimum is not fooled by a single answer delayed in our own loop).
         busy_cpu: no lane grows while the worker uses at least this share of its core
-            (smoothed over about a quarter second); from three quarters of it on, lanes
-            grow only by one a round trip, so they close in on a full core instead of
-            overshooting it (each extra connection costs a TLS handshake, ~0.5 ms of CPU).
+            (smoothed over about a quarter second). Lanes are not slowed down before
+            that: more answers per turn of the event loop cost less CPU each, which
+            outweighs the TLS handshake (~1 ms of CPU) an extra connection costs (measured:
+            damping growth from three quarters of the core on gave fewer connections but
+            more CPU per push and a lower rate at both 40 and 150 ms).
         failure_threshold: consecutive unreachable requests that open a lane's circuit.
         open_for / max_open_for: the first pause of an open circuit, doubled (up to the
             maximum) each time the probe fails too.

@@ -136,6 +136,9 @@ def test_retry_after_is_passed_on(fetcher, feed_server):
     assert problem_of(fetcher, feed_server.url("/busy")).retry_after == 300
     feed_server.serve("/down", "down", status=503, headers={"Retry-After": http_date(time.time() + 600)})
     assert problem_of(fetcher, feed_server.url("/down")).retry_after == pytest.approx(600, abs=5)
+    # A feed server's junk is a problem without a usable Retry-After, never a crash.
+    feed_server.serve("/junk", "busy", status=429, headers={"Retry-After": "²"})
+    assert problem_of(fetcher, feed_server.url("/junk")).retry_after is None
 
 
 def test_connection_refused_is_a_problem(feed_server):

@@ -10,10 +10,11 @@ import time
 import pytest
 
 from benchmarks.pushsim import PushSimulator
+from service.retry_after import MAX_RETRY_AFTER
 from service.subscriptions import Subscription
 from service.vapid import b64url_decode
 from tests.helpers import TEST_SUBJECT, BrowserKeys
-from workers.delivery import HttpSender, Outcome, _network_reason, classify, parse_retry_after
+from workers.delivery import HttpSender, Outcome, _network_reason, classify
 from workers.lanes import LanePolicy, LaneState, Signal
 from workers.message import PushHeaders
 from workers.webpush import VapidHeaders
@@ -213,8 +214,20 @@ def test_classify(status, outcome):
     assert result.status == status
 
 
-def test_retry_after_seconds_and_http_date():
-    assert parse_retry_after("120", 0) == 120
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 60) == 60
-    assert parse_retry_after("soon", 0) is None
+def test_a_throttle_carries_its_retry_after():
     assert classify(429, "30", 0)[0].retry_after == 30
+    assert classify(429, "9" * 400, 0)[0].retry_after == MAX_RETRY_AFTER
+
+
+def test_a_retry_after_that_is_not_a_number_still_settles_the_push(sim, sender, vapid_key):
+    """A push service's junk header must not leave the push unsettled (its batch would
+    wait for it until the job's deadline)."""
+    subscription = _subscription(sim.mint(1, vapid_key.public_bytes)[0])
+    sim.fail(subscription.endpoint, [429], retry_after="²")
+
+    async def within_a_while():
+        return await asyncio.wait_for(sender.send(subscription, b"{}", HEADERS), 10)
+
+    result = _run(within_a_while())  # a 429 without a usable Retry-After: the lane's default pause
+    assert result.outcome is Outcome.SENT
+    assert [r["status"] for r in sim.rejections()] == [429] and len(sim.messages()) == 1
