@@ -50,15 +50,12 @@ class FeedServer:
                 pass
 
             def do_GET(self) -> None:
-                route = server.routes.get(self.path)
-                status = self._answer(route)
-                with server._lock:
-                    server.hits.append(Hit(self.path, time.time(), dict(self.headers), status))
+                self._answer(server.routes.get(self.path))
 
-            def _answer(self, route: Route | None) -> int:
+            def _answer(self, route: Route | None) -> None:
                 if route is None:
                     self._send(404, {"Content-Type": "text/plain"}, b"not found")
-                    return 404
+                    return
                 time.sleep(route.delay)
                 validators = {}
                 if route.etag:
@@ -70,15 +67,17 @@ class FeedServer:
                 )
                 if unchanged and route.status == 200:
                     self._send(304, validators, b"")
-                    return 304
+                    return
                 body = gzip.compress(route.body) if route.gzip else route.body
                 headers = {"Content-Type": route.content_type, **validators, **route.headers}
                 if route.gzip:
                     headers["Content-Encoding"] = "gzip"
                 self._send(route.status, headers, body, route.drip)
-                return route.status
 
             def _send(self, status: int, headers: dict[str, str], body: bytes, drip: float = 0.0) -> None:
+                # Recorded before answering: a client that has its answer may look at once.
+                with server._lock:
+                    server.hits.append(Hit(self.path, time.time(), dict(self.headers), status))
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
