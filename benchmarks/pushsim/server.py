@@ -39,7 +39,10 @@ from benchmarks.pushsim.origins import Origin
 logger = logging.getLogger(__name__)
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_BACKLOG = 1024
+# Connections the kernel holds for us until accepted (capped by net.core.somaxconn): a
+# sender ramping up opens hundreds within a round trip while we are busy with handshakes,
+# and one beyond the backlog waits for TCP's retransmit, a second later.
+_BACKLOG = 4096
 _CONTROL = -1  # the control port's key among the origins' indices
 _BUG = Response(500, b'{"code": 500, "reason": "simulator bug, see its log"}')
 
@@ -289,7 +292,10 @@ class Ports:
             sock.setblocking(False)
             connections = self._connections.setdefault(key, set())
             self._servers[key] = await asyncio.get_running_loop().create_server(
-                lambda: HttpConnection(self._handler, origin, connections), sock=sock, ssl=self._context
+                lambda: HttpConnection(self._handler, origin, connections),
+                sock=sock,
+                ssl=self._context,
+                backlog=_BACKLOG,  # create_server listens again, with its default of 100 unless told
             )
         except BaseException:
             sock.close()

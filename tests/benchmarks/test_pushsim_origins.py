@@ -9,8 +9,12 @@ sockets where a test must see a connection that stays open, or none at all.
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
+import os
 import re
+import select
+import signal
 import socket
 import ssl
 import subprocess
@@ -129,6 +133,28 @@ def test_every_origin_has_its_own_port_and_one_ca(sim: PushSimulator) -> None:
     for index in range(ORIGINS):
         with open_tls(sim, index) as stream:  # the one CA verifies every origin's certificate
             assert stream.version() is not None
+
+
+def test_a_burst_of_connects_waits_in_the_listen_queue_while_the_simulator_is_busy(sim: PushSimulator) -> None:
+    """A sender ramping up opens hundreds of connections within a round trip, while the
+    simulator is busy with handshakes. The kernel holds them until it accepts (the listen
+    backlog); a connect beyond it is dropped and retried by TCP a second later, which
+    stalled a benchmark run. Here the simulator is stopped outright while 300 connect."""
+    burst = 300
+    sockets = [socket.socket() for _ in range(burst)]
+    os.kill(sim.pid, signal.SIGSTOP)
+    try:
+        for sock in sockets:
+            sock.setblocking(False)
+            assert sock.connect_ex(("127.0.0.1", sim.port)) in (0, errno.EINPROGRESS)
+        time.sleep(0.3)  # loopback handshakes take microseconds; a dropped one waits 1 s
+        _, writable, _ = select.select([], sockets, [], 0)
+        connected = sum(1 for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+    finally:
+        os.kill(sim.pid, signal.SIGCONT)
+        for sock in sockets:
+            sock.close()
+    assert connected == burst, f"{connected} of {burst} connects completed while the simulator was busy"
 
 
 def test_push_is_delivered_on_its_own_origin_only(sim: PushSimulator, vapid: Vapid02, server_key: bytes) -> None:
