@@ -15,7 +15,8 @@ For each push-service latency it runs, against one `benchmarks.pushsim` simulato
 2. pywebpush `WebPusher.send_async` (shared aiohttp session, VAPID signed once) on CPU 1.
 3. a plain `pywebpush.webpush()` loop on CPU 1, over `--sample` subscribers, extrapolated.
 
-and once, on CPU 1, the crypto floor: one RFC 8291 encryption. Every run must be answered
+and, on CPU 1 right after each storypush run, the crypto floor: one RFC 8291 encryption
+(its ratio's denominator, measured beside it, not minutes away). Every run must be answered
 201 for every push and every decrypted sample must decrypt, or the benchmark fails: a fast
 sender that sends garbage is not fast. Why a separate process per sender: each gets exactly
 one core, and the simulator, on the other one, is never what is measured (see README).
@@ -478,7 +479,6 @@ def render(report: dict[str, Any], figures: list[Figure], crypto: dict[str, Any]
         + ("  (WARNING: other processes shared these cores; figures are noisy)" if report["busy"] else ""),
         "",
     ]
-    floor_per_1k = crypto["encrypt_s"] * 1000
     header = (
         f"{'latency':>8}  {'sender':<28}{'pushes/s':>14}  {'CPU s / 1k pushes':>18}  {'core used':>9}  {'wall s':>8}"
     )
@@ -493,12 +493,15 @@ def render(report: dict[str, Any], figures: list[Figure], crypto: dict[str, Any]
                 f"{latency:>6g}ms  {figure.sender:<28}{_rate(figure)}  {figure.cpu_per_1k:>18.3f}"
                 f"  {figure.core:>9.0%}  {figure.wall:>8.2f}{note}"
             )
-        lines.append(f"{'':>8}  {'crypto floor':<28}{1 / crypto['encrypt_s']:>12,.0f}    {floor_per_1k:>18.3f}")
+        floor = crypto[f"{latency:g}"]["encrypt_s"]
+        lines.append(f"{'':>8}  {'crypto floor':<28}{1 / floor:>12,.0f}    {floor * 1000:>18.3f}")
         lines.append("")
-    lines.append(
-        f"crypto floor: workers.webpush.encrypt {crypto['encrypt_s'] * 1e6:.0f} µs/push; pywebpush WebPusher.encode "
-        f"{crypto['pywebpush_encode_s'] * 1e6:.0f} µs/push ({crypto['iterations']:,} iterations, one core)"
-    )
+    for latency, floor in crypto.items():
+        lines.append(
+            f"crypto floor beside the {latency} ms run: workers.webpush.encrypt {floor['encrypt_s'] * 1e6:.0f} µs/push;"
+            f" pywebpush WebPusher.encode {floor['pywebpush_encode_s'] * 1e6:.0f} µs/push"
+            f" ({floor['iterations']:,} iterations, one core)"
+        )
     lines.append("* extrapolated from the sample: a per-push loop's rate does not depend on N")
     lines.append("")
     lines.append(
@@ -592,6 +595,7 @@ def main(argv: list[str]) -> int:
     n = args.subscribers
     load_before = os.getloadavg()[0]
     figures: list[Figure] = []
+    crypto: dict[str, dict[str, Any]] = {}  # per latency ("40"): the floor measured beside that run
     profile_summary = None
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="storypush-bench-"))
@@ -615,6 +619,11 @@ def main(argv: list[str]) -> int:
                 figure = deployment.run_campaign(campaign_id, n, latency)
                 check_delivered(sim, n, f"storypush at {latency:g} ms")
                 figures.append(figure)
+                # The floor right beside the run it is the denominator of: this machine's speed
+                # drifts by a fifth over minutes (a neighbour's load), and a ratio of two
+                # figures taken minutes apart carried that drift.
+                print(f"{latency:g} ms: crypto floor ...", file=sys.stderr, flush=True)
+                crypto[f"{latency:g}"] = run_crypto(deployment, subscriptions, payload)
                 for in_flight in args.send_async_in_flight:
                     sim.reset()
                     print(f"{latency:g} ms: pywebpush send_async at {in_flight} ...", file=sys.stderr, flush=True)
@@ -624,8 +633,6 @@ def main(argv: list[str]) -> int:
                 print(f"{latency:g} ms: plain webpush() loop over {len(sample)} ...", file=sys.stderr, flush=True)
                 figures.append(run_loop(deployment, sim, sample, payload, n, latency))
                 check_delivered(sim, len(sample), f"webpush() loop at {latency:g} ms")
-            print("crypto floor ...", file=sys.stderr, flush=True)
-            crypto = run_crypto(deployment, subscriptions, payload)
             if args.profile is not None:
                 latency = args.latency_ms[-1]
                 print(f"{latency:g} ms: storypush under py-spy (not measured) ...", file=sys.stderr, flush=True)
@@ -654,7 +661,6 @@ def main(argv: list[str]) -> int:
 
 def build_report(args: argparse.Namespace, figures: list[Figure], crypto: dict[str, Any]) -> dict[str, Any]:
     """Everything measured, with the ratios and goal checks, as plain data (for --json)."""
-    floor = crypto["encrypt_s"]
     ratios: dict[str, dict[str, Any]] = {}
     goals: dict[str, dict[str, bool]] = {}
     for latency in args.latency_ms:
@@ -663,6 +669,7 @@ def build_report(args: argparse.Namespace, figures: list[Figure], crypto: dict[s
         best = max((f for f in here if f.sender.startswith(SEND_ASYNC)), key=lambda f: f.pushes_per_s)
         loop = next(f for f in here if f.sender == "plain webpush() loop")
         key = f"{latency:g}"
+        floor = crypto[key]["encrypt_s"]
         ratios[key] = {
             "core": ours.core,
             "best_send_async": best.sender.removeprefix(SEND_ASYNC).strip(" ()") + " in flight",
