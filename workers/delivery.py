@@ -148,7 +148,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(ConnectionError(f"bad response: {exc}"))
             self.close()
 
@@ -158,10 +158,17 @@ class _Connection(asyncio.Protocol):
             self.retry_after = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            # An interim answer (103 Early Hints, an unasked 100): RFC 9110 §15.2 says read
+            # past it to the final one, forgetting its headers. (A 101 we never asked for
+            # is followed by httptools' HttpParserUpgrade: a bad response.)
+            self.retry_after = None
+            return
         answered, self.answered = self.answered, None
         if answered is not None:
             self._cancel_timer()
-            answered(self.parser.get_status_code(), self.retry_after, self.parser.should_keep_alive(), None)
+            answered(status, self.retry_after, self.parser.should_keep_alive(), None)
 
     # ours
     @property

@@ -373,6 +373,12 @@ class PushSimulator:
         """
         self._call("POST", "hang", {"origin": origin, "on": on})
 
+    def early_hints(self, origin: OriginRef, on: bool = True) -> None:
+        """Precede every answer on an origin with an interim `103 Early Hints` (carrying a
+        `Retry-After: 3600` that belongs to no final answer), as RFC 9110 lets a server do
+        unasked; on=False stops it."""
+        self._call("POST", "early_hints", {"origin": origin, "on": on})
+
     def rate_limit(
         self,
         origin: OriginRef,

@@ -328,6 +328,7 @@ class PushHandler:
                 "drop": self._drop,
                 "latency": self._latency,
                 "hang": self._hang,
+                "early_hints": self._early_hints,
                 "rate_limit": self._rate_limit,
                 "fail_origin": self._fail_origin,
             }.get(action)
@@ -464,6 +465,10 @@ class PushHandler:
 
     def _hang(self, args: dict) -> dict:
         self._origin(args["origin"]).hanging = self._flag(args, "on")
+        return {}
+
+    def _early_hints(self, args: dict) -> dict:
+        self._origin(args["origin"]).early_hints = self._flag(args, "on")
         return {}
 
     def _rate_limit(self, args: dict) -> dict:

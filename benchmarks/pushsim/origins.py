@@ -103,6 +103,7 @@ class Origin:
     failure: int | str | None = None  # answer every push with this status, or "drop"
     throttle: Throttle | None = None
     refused: bool = False  # not listening (the server closes the socket)
+    early_hints: bool = False  # a 1xx (103 Early Hints) before every push's answer, as RFC 9110 allows
 
     def __post_init__(self) -> None:
         self.recorder = Recorder(self.url, self.seq)
@@ -125,6 +126,7 @@ class Origin:
         self.hanging = False
         self.failure = None
         self.throttle = None
+        self.early_hints = False
 
     def misbehaviour(self) -> dict:
         """What the origin is doing wrong, for `stats()` and debugging."""
@@ -133,5 +135,6 @@ class Origin:
             "failure": self.failure,
             "throttle": None if self.throttle is None else self.throttle.to_json(),
             "refused": self.refused,
+            "early_hints": self.early_hints,
             "latency_ms": self.latency_s * 1000,
         }

@@ -39,6 +39,8 @@ from benchmarks.pushsim.origins import Origin
 logger = logging.getLogger(__name__)
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# An interim answer a client must read past (RFC 9110 §15.2), even one it did not ask for.
+_EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </push.css>; rel=preload\r\nRetry-After: 3600\r\n\r\n"
 # Connections the kernel holds for us until accepted (capped by net.core.somaxconn): a
 # sender ramping up opens hundreds within a round trip while we are busy with handshakes,
 # and one beyond the backlog waits for TCP's retransmit, a second later.
@@ -152,7 +154,7 @@ class HttpConnection(asyncio.Protocol):
             and origin.latency_s == 0
             and not request.target.startswith("/_sim/")
         ):
-            self._answer(self._handle(request), keep_alive)
+            self._answer(self._handle(request), keep_alive, self._early_hints(request))
         else:
             self._queue.append((request, keep_alive))
             if self._worker is None:
@@ -171,9 +173,13 @@ class HttpConnection(asyncio.Protocol):
                 response = self._handle(request)
                 if asyncio.iscoroutine(response):
                     response = await self._control(response)
-                self._answer(response, keep_alive)
+                self._answer(response, keep_alive, self._early_hints(request))
         finally:
             self._worker = None
+
+    def _early_hints(self, request: Request) -> bool:
+        """Does the origin precede this push's answer with a 103 (never a control call's)?"""
+        return self._origin is not None and self._origin.early_hints and request.target.startswith("/push/")
 
     def _handle(self, request: Request) -> object:
         # The HTTP edge: a bug in the handler becomes a 500 the test sees, not a hung client.
@@ -191,7 +197,7 @@ class HttpConnection(asyncio.Protocol):
             logger.exception("simulator bug in a control call")
             return _BUG
 
-    def _answer(self, response: object, keep_alive: bool) -> None:
+    def _answer(self, response: object, keep_alive: bool, early_hints: bool = False) -> None:
         if self._closing or self._transport is None:
             return
         if response is DROP:
@@ -201,6 +207,8 @@ class HttpConnection(asyncio.Protocol):
             self._hang()
             return
         assert isinstance(response, Response)
+        if early_hints:
+            self._transport.write(_EARLY_HINTS)
         self._transport.write(response.encode(keep_alive))
         if not keep_alive:
             self._close()

@@ -521,3 +521,29 @@ def test_one_origin_by_default_and_bad_counts() -> None:
         assert list(single.stats()["by_origin"]) == [single.origin]
     with pytest.raises(ValueError, match="origins"):
         PushSimulator(origins=0)
+
+
+def test_early_hints_come_before_every_answer_on_that_origin_only(
+    sim: PushSimulator, vapid: Vapid02, server_key: bytes
+) -> None:
+    [hinted] = sim.mint(1, server_key, origin=1)
+    [plain] = sim.mint(1, server_key, origin=0)
+    sim.early_hints(1)
+
+    def answer(subscription: dict, origin: int) -> bytes:
+        with open_tls(sim, origin) as stream:
+            stream.sendall(wire(sim, subscription["endpoint"], encrypt(subscription, b"{}"), vapid))
+            buffer = b""
+            while not re.search(rb"HTTP/1\.1 [2-5]\d\d [^\r]*\r\n(.*?\r\n)*?\r\n", buffer, re.S):
+                chunk = stream.recv(65536)
+                assert chunk, f"closed before a final answer: {buffer!r}"
+                buffer += chunk
+            return buffer
+
+    hinted_answer = answer(hinted, 1)
+    assert hinted_answer.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    assert b"\r\n\r\nHTTP/1.1 201 " in hinted_answer
+    assert answer(plain, 0).startswith(b"HTTP/1.1 201 ")
+    assert sim.stats(origin=1)["delivered"] == 1  # an interim answer is not a delivery
+    sim.reset()
+    assert answer(hinted, 1).startswith(b"HTTP/1.1 201 ")

@@ -231,3 +231,29 @@ def test_a_retry_after_that_is_not_a_number_still_settles_the_push(sim, sender, 
     result = _run(within_a_while())  # a 429 without a usable Retry-After: the lane's default pause
     assert result.outcome is Outcome.SENT
     assert [r["status"] for r in sim.rejections()] == [429] and len(sim.messages()) == 1
+
+
+def test_an_interim_1xx_answer_is_read_past_to_the_final_one(sim, sender, vapid_key):
+    """RFC 9110 §15.2: a client must read past 1xx answers it did not ask for. The
+    simulator's 103 carries a Retry-After: 3600 that belongs to no final answer."""
+    subscriptions = [_subscription(s) for s in sim.mint(3, vapid_key.public_bytes)]
+    sim.early_hints(0)
+    sim.fail(subscriptions[1].endpoint, [410])
+    sim.fail(subscriptions[2].endpoint, [429], retry_after="1")
+
+    async def all_three():
+        return await asyncio.gather(*(sender.send(s, b"{}", HEADERS) for s in subscriptions))
+
+    sent, gone, throttled_then_sent = _run(asyncio.wait_for(all_three(), 10))
+    assert (sent.outcome, sent.status) == (Outcome.SENT, 201)
+    assert (gone.outcome, gone.status) == (Outcome.EXPIRED, 410)
+    assert (throttled_then_sent.outcome, throttled_then_sent.status) == (Outcome.SENT, 201)
+    assert sender.lanes.snapshots()[0].state is LaneState.OPEN  # the 103's Retry-After paused nothing
+    assert len(sim.messages()) == 2
+
+
+def test_an_unasked_101_is_a_bad_answer_not_a_refusal(sim, sender, vapid_key):
+    subscription = _subscription(sim.mint(1, vapid_key.public_bytes)[0])
+    sim.fail(subscription.endpoint, [101])
+    result = _run(asyncio.wait_for(sender.send(subscription, b"{}", HEADERS), 5))
+    assert (result.outcome, result.attempted, result.refusal) == (Outcome.RETRY, True, False)
