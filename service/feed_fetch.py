@@ -207,7 +207,7 @@ class FeedFetcher:
                 parse_retry_after(response.headers.get("Retry-After"), time.time()) if status in (429, 503) else None,
             )
         declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:  # "²".isdigit() too
             raise FeedProblem("too_large", f"feed is {int(declared)} bytes; the limit is {limit}")
         body = bytearray()
         try:

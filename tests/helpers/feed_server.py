@@ -81,7 +81,8 @@ class FeedServer:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
+                if "Content-Length" not in headers:  # a route may declare its own (even a wrong one)
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:
                     if not drip:

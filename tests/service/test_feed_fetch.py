@@ -109,6 +109,12 @@ def test_oversize_feeds_are_refused_declared_or_streamed(fetcher, feed_server):
     assert problem_of(fetcher, feed_server.url("/bomb")).reason == "too_large"
 
 
+def test_a_content_length_that_is_not_ascii_digits_is_not_trusted(fetcher, feed_server):
+    # "²".isdigit() is True and int("²") raises: the declared size is ignored, the body read.
+    feed_server.serve("/odd", DOCUMENT, headers={"Content-Length": "²", "Connection": "close"})
+    assert fetcher.fetch(feed_server.url("/odd")).body == DOCUMENT.encode()
+
+
 def test_compressed_feeds_are_decoded(fetcher, feed_server):
     feed_server.serve("/gz", DOCUMENT, gzip=True)
     assert fetcher.fetch(feed_server.url("/gz")).body == DOCUMENT.encode()
