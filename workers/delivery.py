@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
+# A push service's answer is a status line, a few headers and maybe a short JSON error;
+# past this many bytes it is junk, and httptools would keep a header without end in memory.
+MAX_ANSWER_BYTES = 64 * 1024
 # A host whose name does not exist counts against its subscriptions only while other
 # origins connect fine (then it is the endpoint that is junk, not our resolver).
 RESOLVER_TRUSTED_FOR = 600.0
@@ -134,6 +137,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.answered: Answered | None = None
         self.retry_after: str | None = None
+        self.status = 0  # the final answer's status once its headers are in, else 0
+        self.received = 0  # bytes of the current answer so far
         self.lost = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -146,6 +151,11 @@ class _Connection(asyncio.Protocol):
         self._fail(ConnectionResetError("connection lost"))
 
     def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > MAX_ANSWER_BYTES:
+            self._fail(ConnectionError(f"bad response: more than {MAX_ANSWER_BYTES} bytes"))
+            self.close()
+            return
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -157,18 +167,19 @@ class _Connection(asyncio.Protocol):
         if name.lower() == b"retry-after":
             self.retry_after = value.decode("latin-1")
 
-    def on_message_complete(self) -> None:
+    def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        if status < 200:
+        if status >= 200:
+            self.status = status
+        else:
             # An interim answer (103 Early Hints, an unasked 100): RFC 9110 §15.2 says read
             # past it to the final one, forgetting its headers. (A 101 we never asked for
             # is followed by httptools' HttpParserUpgrade: a bad response.)
             self.retry_after = None
-            return
-        answered, self.answered = self.answered, None
-        if answered is not None:
-            self._cancel_timer()
-            answered(status, self.retry_after, self.parser.should_keep_alive(), None)
+
+    def on_message_complete(self) -> None:
+        if self.status:
+            self._settle(self.parser.should_keep_alive())
 
     # ours
     @property
@@ -177,13 +188,31 @@ class _Connection(asyncio.Protocol):
 
     def request(self, data: bytes, timeout: float, answered: Answered) -> None:
         self.retry_after = None
+        self.status = 0
+        self.received = 0
         self.answered = answered
         # A timer instead of asyncio.wait_for: no extra task per request.
         self._timer = self.loop.call_later(timeout, self._fail, TimeoutError("push service did not answer"))
         assert self.transport is not None
         self.transport.write(data)
 
+    def _settle(self, keep_alive: bool) -> None:
+        answered, self.answered = self.answered, None
+        if answered is not None:
+            self._cancel_timer()
+            answered(self.status, self.retry_after, keep_alive, None)
+
     def _fail(self, exc: Exception) -> None:
+        """The connection broke, timed out or spoke nonsense before the answer was complete.
+
+        If the final answer's headers were in, the push service has decided: its status
+        stands (the connection is not reused). A body delimited by the connection closing
+        (RFC 9112 §6.3: no Content-Length) ends so, and one that stalls or breaks off must
+        not turn a delivered push into a retried, duplicated one.
+        """
+        if self.status:
+            self._settle(keep_alive=False)
+            return
         self._cancel_timer()
         answered, self.answered = self.answered, None
         if answered is not None:

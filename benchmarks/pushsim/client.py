@@ -379,6 +379,15 @@ class PushSimulator:
         unasked; on=False stops it."""
         self._call("POST", "early_hints", {"origin": origin, "on": on})
 
+    def framing(self, origin: OriginRef, framing: str | None) -> None:
+        """Frame an origin's push answers as HTTP/1.1 allows but few servers do: "close"
+        sends no Content-Length and ends the body by closing the connection (RFC 9112 §6.3);
+        "stall" sends the status and headers but never the body's last byte (the
+        connection then answers nothing more); "flood" sends the status line and then one
+        header whose value never ends, until the client hangs up. The push is delivered
+        each way. None: Content-Length again."""
+        self._call("POST", "framing", {"origin": origin, "framing": framing})
+
     def rate_limit(
         self,
         origin: OriginRef,

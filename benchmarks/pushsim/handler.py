@@ -35,7 +35,7 @@ from benchmarks.pushsim.crypto import (
     load_private_key,
     public_bytes,
 )
-from benchmarks.pushsim.origins import Origin, Throttle, check_failure
+from benchmarks.pushsim.origins import Origin, Throttle, check_failure, check_framing
 from benchmarks.pushsim.state import Fault, Message, Outcome, Subscriber, merge_stats, stats_json
 
 logger = logging.getLogger(__name__)
@@ -86,12 +86,16 @@ class Response:
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
 
-    def encode(self, keep_alive: bool) -> bytes:
-        """HTTP/1.1 wire form; always with Content-Length so keep-alive framing is exact."""
+    def encode(self, keep_alive: bool, framing: str | None = None) -> bytes:
+        """HTTP/1.1 wire form, with Content-Length so keep-alive framing is exact; or framed
+        as a misbehaving origin asks (`origins.FRAMINGS`): "close" leaves the length out (the
+        body ends when the connection closes, RFC 9112 §6.3), "stall" promises one byte
+        more than it sends."""
         lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}"]
         lines += [f"{name}: {value}" for name, value in self.headers]
-        lines.append(f"Content-Length: {len(self.body)}")
-        if not keep_alive:
+        if framing != "close":
+            lines.append(f"Content-Length: {len(self.body) + (framing == 'stall')}")
+        if not keep_alive or framing == "close":
             lines.append("Connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
 
@@ -329,6 +333,7 @@ class PushHandler:
                 "latency": self._latency,
                 "hang": self._hang,
                 "early_hints": self._early_hints,
+                "framing": self._framing,
                 "rate_limit": self._rate_limit,
                 "fail_origin": self._fail_origin,
             }.get(action)
@@ -469,6 +474,10 @@ class PushHandler:
 
     def _early_hints(self, args: dict) -> dict:
         self._origin(args["origin"]).early_hints = self._flag(args, "on")
+        return {}
+
+    def _framing(self, args: dict) -> dict:
+        self._origin(args["origin"]).framing = check_framing(args.get("framing"))
         return {}
 
     def _rate_limit(self, args: dict) -> dict:

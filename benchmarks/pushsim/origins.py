@@ -19,6 +19,9 @@ from benchmarks.pushsim.state import Recorder, Subscriber
 # What a throttled or failing push service answers instead of 201; any other status is a
 # test asking for something no push service does.
 _ANSWER_STATUSES = range(400, 600)
+# How an origin may frame its answers besides the usual Content-Length (`Response.encode`,
+# and the server's `_flood`).
+FRAMINGS = ("close", "stall", "flood")
 
 
 class Throttle:
@@ -85,6 +88,13 @@ def check_failure(status: object) -> int | str | None:
     return status
 
 
+def check_framing(framing: object) -> str | None:
+    """Validate a `framing` style: one of FRAMINGS, or None for Content-Length framing."""
+    if framing is not None and framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)} or None")
+    return framing  # type: ignore[return-value]
+
+
 @dataclass(eq=False)
 class Origin:
     """One push service on one port: its subscribers, records and misbehaviour.
@@ -104,6 +114,7 @@ class Origin:
     throttle: Throttle | None = None
     refused: bool = False  # not listening (the server closes the socket)
     early_hints: bool = False  # a 1xx (103 Early Hints) before every push's answer, as RFC 9110 allows
+    framing: str | None = None  # push answers framed by connection close, a body that stalls, or a header without end
 
     def __post_init__(self) -> None:
         self.recorder = Recorder(self.url, self.seq)
@@ -127,6 +138,7 @@ class Origin:
         self.failure = None
         self.throttle = None
         self.early_hints = False
+        self.framing = None
 
     def misbehaviour(self) -> dict:
         """What the origin is doing wrong, for `stats()` and debugging."""
@@ -136,5 +148,6 @@ class Origin:
             "throttle": None if self.throttle is None else self.throttle.to_json(),
             "refused": self.refused,
             "early_hints": self.early_hints,
+            "framing": self.framing,
             "latency_ms": self.latency_s * 1000,
         }

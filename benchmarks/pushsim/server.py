@@ -69,6 +69,7 @@ class HttpConnection(asyncio.Protocol):
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
         self._hung = False
+        self._flooding: asyncio.Task[None] | None = None  # the "flood" framing's writer
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -89,6 +90,8 @@ class HttpConnection(asyncio.Protocol):
         self._connections.discard(self)
         if self._worker is not None:
             self._worker.cancel()
+        if self._flooding is not None:
+            self._flooding.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -154,7 +157,7 @@ class HttpConnection(asyncio.Protocol):
             and origin.latency_s == 0
             and not request.target.startswith("/_sim/")
         ):
-            self._answer(self._handle(request), keep_alive, self._early_hints(request))
+            self._answer(self._handle(request), keep_alive, self._is_push(request))
         else:
             self._queue.append((request, keep_alive))
             if self._worker is None:
@@ -173,13 +176,14 @@ class HttpConnection(asyncio.Protocol):
                 response = self._handle(request)
                 if asyncio.iscoroutine(response):
                     response = await self._control(response)
-                self._answer(response, keep_alive, self._early_hints(request))
+                self._answer(response, keep_alive, self._is_push(request))
         finally:
             self._worker = None
 
-    def _early_hints(self, request: Request) -> bool:
-        """Does the origin precede this push's answer with a 103 (never a control call's)?"""
-        return self._origin is not None and self._origin.early_hints and request.target.startswith("/push/")
+    def _is_push(self, request: Request) -> bool:
+        """Is this a push to an origin (whose misbehaviour may shape its answer), not a
+        control call?"""
+        return self._origin is not None and request.target.startswith("/push/")
 
     def _handle(self, request: Request) -> object:
         # The HTTP edge: a bug in the handler becomes a 500 the test sees, not a hung client.
@@ -197,7 +201,7 @@ class HttpConnection(asyncio.Protocol):
             logger.exception("simulator bug in a control call")
             return _BUG
 
-    def _answer(self, response: object, keep_alive: bool, early_hints: bool = False) -> None:
+    def _answer(self, response: object, keep_alive: bool, push: bool = False) -> None:
         if self._closing or self._transport is None:
             return
         if response is DROP:
@@ -207,11 +211,32 @@ class HttpConnection(asyncio.Protocol):
             self._hang()
             return
         assert isinstance(response, Response)
-        if early_hints:
-            self._transport.write(_EARLY_HINTS)
-        self._transport.write(response.encode(keep_alive))
-        if not keep_alive:
+        framing = None
+        if push:
+            assert self._origin is not None
+            framing = self._origin.framing
+            if self._origin.early_hints:
+                self._transport.write(_EARLY_HINTS)
+            if framing == "flood":
+                self._hang()
+                self._flooding = asyncio.get_running_loop().create_task(self._flood(response))
+                return
+        self._transport.write(response.encode(keep_alive, framing))
+        if framing == "stall":
+            self._hang()  # the promised last byte never comes, nor any answer after it
+        elif not keep_alive or framing == "close":
             self._close()
+
+    async def _flood(self, response: Response) -> None:
+        """A status line, then one header whose value never ends, until the client hangs up
+        (a hostile push service's way to fill a client's memory)."""
+        assert self._transport is not None
+        self._transport.write(f"HTTP/1.1 {response.status} Flood\r\nX-Flood: ".encode())
+        chunk = b"a" * 16384
+        while not self._closing:
+            if self._transport.get_write_buffer_size() < 1 << 20:
+                self._transport.write(chunk)
+            await asyncio.sleep(0.001)
 
     def _fail(self, status: int, reason: str) -> None:
         """Answer a request we cannot parse and close: the framing is no longer trustworthy."""

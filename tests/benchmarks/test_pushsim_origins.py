@@ -547,3 +547,61 @@ def test_early_hints_come_before_every_answer_on_that_origin_only(
     assert sim.stats(origin=1)["delivered"] == 1  # an interim answer is not a delivery
     sim.reset()
     assert answer(hinted, 1).startswith(b"HTTP/1.1 201 ")
+
+
+def _read_until_closed_or_quiet(stream: ssl.SSLSocket, quiet: float) -> tuple[bytes, bool]:
+    """Everything the origin sends until it closes (True) or says nothing for `quiet` s."""
+    stream.settimeout(quiet)
+    buffer = b""
+    try:
+        while chunk := stream.recv(65536):
+            buffer += chunk
+    except TimeoutError:
+        return buffer, False
+    except (ssl.SSLError, ConnectionResetError):
+        pass
+    return buffer, True
+
+
+@pytest.mark.parametrize("framing", ["close", "stall"])
+def test_odd_framing_shapes_that_origins_answers_only_and_still_delivers(
+    sim: PushSimulator, vapid: Vapid02, server_key: bytes, framing: str
+) -> None:
+    [odd] = sim.mint(1, server_key, origin=1)
+    [plain] = sim.mint(1, server_key, origin=0)
+    sim.framing(1, framing)
+
+    def answer(subscription: dict, origin: int) -> tuple[bytes, bool]:
+        with open_tls(sim, origin) as stream:
+            stream.sendall(wire(sim, subscription["endpoint"], encrypt(subscription, b"{}"), vapid))
+            return _read_until_closed_or_quiet(stream, quiet=0.5)
+
+    head, closed = answer(odd, 1)
+    assert head.startswith(b"HTTP/1.1 201 ")
+    if framing == "close":  # no length: the body is what comes before the close
+        assert b"content-length" not in head.lower() and closed
+    else:  # one byte promised and never sent; the connection stays open, silent
+        assert b"\r\nContent-Length: 1\r\n" in head and head.endswith(b"\r\n\r\n") and not closed
+    assert sim.stats(origin=1)["delivered"] == 1
+    plain_head, plain_closed = answer(plain, 0)
+    assert b"\r\nContent-Length: 0\r\n" in plain_head and not plain_closed
+    with pytest.raises(SimulatorError, match="framing"):
+        sim.framing(1, "chunked-forever")
+    sim.reset()
+    reset_head, _ = answer(odd, 1)
+    assert b"\r\nContent-Length: 0\r\n" in reset_head
+
+
+def test_a_flood_answers_a_header_without_end_until_the_client_hangs_up(
+    sim: PushSimulator, vapid: Vapid02, server_key: bytes
+) -> None:
+    [flooded] = sim.mint(1, server_key, origin=1)
+    sim.framing(1, "flood")
+    with open_tls(sim, 1) as stream:
+        stream.sendall(wire(sim, flooded["endpoint"], encrypt(flooded, b"{}"), vapid))
+        received, began = b"", time.monotonic()
+        while len(received) < 4 << 20 and time.monotonic() - began < 10:
+            received += stream.recv(1 << 20)
+    assert received.startswith(b"HTTP/1.1 201 Flood\r\nX-Flood: aaaa") and b"\r\n\r\n" not in received
+    assert len(received) >= 4 << 20
+    assert sim.stats()["requests"] >= 1  # the control port (and the process) still answer

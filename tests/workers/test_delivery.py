@@ -257,3 +257,46 @@ def test_an_unasked_101_is_a_bad_answer_not_a_refusal(sim, sender, vapid_key):
     sim.fail(subscription.endpoint, [101])
     result = _run(asyncio.wait_for(sender.send(subscription, b"{}", HEADERS), 5))
     assert (result.outcome, result.attempted, result.refusal) == (Outcome.RETRY, True, False)
+
+
+@pytest.mark.parametrize("framing", ["close", "stall"])
+def test_an_answer_whose_body_ends_with_the_connection_or_never_keeps_its_status(sim, sender, vapid_key, framing):
+    """RFC 9112 §6.3: without Content-Length a body ends when the connection closes; a push
+    service whose body stalls has still decided. Its status stands: retrying a delivered
+    push would deliver it twice."""
+    subscriptions = [_subscription(s) for s in sim.mint(3, vapid_key.public_bytes)]
+    sim.framing(0, framing)
+    sim.fail(subscriptions[2].endpoint, [410])
+
+    async def all_three():
+        return await asyncio.gather(*(sender.send(s, b"{}", HEADERS) for s in subscriptions))
+
+    began = time.monotonic()
+    results = _run(asyncio.wait_for(all_three(), 10))
+    expected = [(Outcome.SENT, 201), (Outcome.SENT, 201), (Outcome.EXPIRED, 410)]
+    assert [(r.outcome, r.status) for r in results] == expected
+    assert sorted(m.token for m in sim.messages()) == sorted(s.endpoint.rsplit("/", 1)[1] for s in subscriptions[:2])
+    assert sim.stats()["requests"] == 3
+    if framing == "stall":  # its connection held until the read timeout (2 s here), then closed
+        assert time.monotonic() - began >= 1.9
+    else:
+        assert time.monotonic() - began < 1.5
+
+
+def test_an_answer_without_end_is_cut_off_early_not_kept_in_memory(sim, sender, vapid_key):
+    """A hostile push service streams one header for ever: httptools would keep it all in
+    memory until the read timeout. Past MAX_ANSWER_BYTES the answer is a bad one (retried)."""
+    flooded, fine = (_subscription(s) for s in sim.mint(2, vapid_key.public_bytes))
+
+    async def flood_then_fine():
+        sim.framing(0, "flood")
+        began = time.monotonic()
+        result = await sender.send(flooded, b"{}", HEADERS)
+        took = time.monotonic() - began
+        sim.framing(0, None)
+        return result, took, await sender.send(fine, b"{}", HEADERS)
+
+    flood, took, after = _run(asyncio.wait_for(flood_then_fine(), 10))
+    assert (flood.outcome, flood.attempted, flood.refusal) == (Outcome.RETRY, True, False)
+    assert took < 1.0  # not the read timeout (2 s here)
+    assert after.outcome is Outcome.SENT
