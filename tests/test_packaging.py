@@ -200,6 +200,7 @@ def test_the_wheel_runs_every_command_from_an_empty_folder(installed: Path, empt
     assert set(report["goals"]["0"]) == {"core", "vs_send_async", "vs_loop", "cpu_vs_floor"}
     storypush = next(figure for figure in report["figures"] if figure["sender"] == "storypush")
     assert 0 < storypush["core"] <= 1.05  # the worker's CPU share while it sent
+    assert "ramp" in storypush and "core_after_ramp" in storypush  # None when too short to tell
     assert set(report["crypto"]) == {"0"} and report["crypto"]["0"]["encrypt_s"] > 0  # the floor beside each run
 
 
