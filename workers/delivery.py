@@ -11,7 +11,8 @@ Why a small HTTP/1.1 client on asyncio + httptools instead of aiohttp: a push
 is one tiny POST whose answer is a status line and maybe `Retry-After`, and the
 benchmark showed a general-purpose client spending more CPU per request than
 the RFC 8291 encryption itself. What is hand-written here is only a keep-alive
-connection pool per push-service origin and a timeout per request; parsing is
+connection pool per push-service origin, a timeout per request and (in
+`workers.addresses`) a short-lived cache of each origin's addresses; parsing is
 `httptools` (llhttp), TLS is the stdlib's. Redirects are never followed (a 3xx
 is a failure) and proxy variables are never read: a push endpoint is a
 capability URL for exactly that host.
@@ -35,6 +36,7 @@ from service.endpoints import InvalidEndpoint, PushEndpoint, parse_endpoint
 from service.retry_after import parse_retry_after
 from service.subscriptions import Subscription
 
+from .addresses import AddressCache
 from .lanes import Deferral, Lane, LanePolicy, Lanes, Signal
 from .message import PushHeaders
 from .webpush import VapidHeaders, encrypt
@@ -242,18 +244,36 @@ class _Pool:
                 return connection
         return None
 
-    async def connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
-        _, connection = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: _Connection(loop),
-                self.host,
-                self.port,
-                ssl=self.ssl_context,
-                server_hostname=self.host if self.ssl_context else None,
-            ),
-            CONNECT_TIMEOUT,
-        )
-        return connection
+    async def connect(self, loop: asyncio.AbstractEventLoop, addresses: AddressCache) -> _Connection:
+        return await asyncio.wait_for(self._connect(loop, addresses), CONNECT_TIMEOUT)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, addresses: AddressCache) -> _Connection:
+        """Connect to the host's first address that takes it (TLS names the host, not the
+        address); an address that fails goes to the back of the list."""
+        error: OSError | None = None
+        for address in list(await addresses.lookup(self.host, self.port)):
+            family, sockaddr = address
+            try:
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(loop),
+                    sockaddr[0],
+                    sockaddr[1],
+                    family=family,
+                    ssl=self.ssl_context,
+                    server_hostname=self.host if self.ssl_context else None,
+                )
+            except ssl.SSLError:
+                raise  # the host answered: its other addresses would say the same
+            except OSError as exc:
+                error = exc
+                addresses.demote(self.host, self.port, address)
+                continue
+            except asyncio.CancelledError:  # out of time on this address
+                addresses.demote(self.host, self.port, address)
+                raise
+            return connection
+        assert error is not None
+        raise error
 
     def release(self, connection: _Connection, keep_alive: bool, keep: int) -> None:
         if keep_alive and connection.usable and len(self.idle) < keep:
@@ -350,6 +370,7 @@ class HttpSender:
         self.clock = clock
         self.read_timeout = read_timeout
         self._pools: dict[str, _Pool] = {}
+        self.addresses = AddressCache()
         self._connected_at = -RESOLVER_TRUSTED_FOR  # last successful connect, any origin
         self._connecting: set[asyncio.Task[None]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop sending (one per worker)
@@ -437,7 +458,7 @@ class HttpSender:
     async def _connect(self, push: _Push) -> None:
         lanes, lane = self.lanes, push.lane
         try:
-            connection = await push.pool.connect(self.loop)  # type: ignore[arg-type]
+            connection = await push.pool.connect(self.loop, self.addresses)  # type: ignore[arg-type]
         except asyncio.CancelledError:
             lanes.release(lane)  # nothing was sent
             raise
