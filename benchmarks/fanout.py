@@ -394,7 +394,10 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Redis (redis-py, store calls)", ("(redis/",)),
     ("TLS handshakes (one per connection)", ("do_handshake (ssl.py",)),
     ("lanes (workers/lanes.py)", ("(workers/lanes.py",)),
-    ("HTTP client + TLS records (delivery.py, ssl.py, asyncio)", ("(workers/delivery.py", "(ssl.py", "(asyncio/")),
+    (
+        "HTTP client + TLS records (delivery.py, http1.py, ssl.py, asyncio)",
+        ("(workers/delivery.py", "(workers/http1.py", "(ssl.py", "(asyncio/"),
+    ),
     ("message + receipt per push", ("(workers/message.py", "(service/receipts.py")),
     (
         "batch bookkeeping (jobs, dispatch, batch, ledger)",

@@ -1,4 +1,4 @@
-"""Push delivery: the one module that speaks HTTP to push services.
+"""Push delivery: the seam between the jobs and the push services.
 
 Callers see `Sender.send(subscription, plaintext, headers) -> Result` and count
 outcomes; encryption, VAPID, connections, status codes and the per-origin lanes
@@ -7,15 +7,10 @@ here. A push the lane holds back for a moment (a short Retry-After) waits in its
 and is sent again; one it holds back for longer comes back as a RETRY that is "not yet"
 (`attempted=False`), not a failed attempt.
 
-Why a small HTTP/1.1 client on asyncio + httptools instead of aiohttp: a push
-is one tiny POST whose answer is a status line and maybe `Retry-After`, and the
-benchmark showed a general-purpose client spending more CPU per request than
-the RFC 8291 encryption itself. What is hand-written here is only a keep-alive
-connection pool per push-service origin, a timeout per request and (in
-`workers.addresses`) a short-lived cache of each origin's addresses; parsing is
-`httptools` (llhttp), TLS is the stdlib's. Redirects are never followed (a 3xx
-is a failure) and proxy variables are never read: a push endpoint is a
-capability URL for exactly that host.
+The HTTP itself is a small hand-written HTTP/1.1 client (`workers.http1`, and
+`workers.addresses` for a short-lived cache of each origin's addresses); this module
+says what its answers mean. Redirects are never followed (a 3xx is a failure) and proxy
+variables are never read: a push endpoint is a capability URL for exactly that host.
 """
 
 from __future__ import annotations
@@ -30,24 +25,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-import httptools
-
 from service.endpoints import InvalidEndpoint, PushEndpoint, parse_endpoint
 from service.retry_after import parse_retry_after
 from service.subscriptions import Subscription
 
 from .addresses import AddressCache
+from .http1 import READ_TIMEOUT, Connection, Pool, default_ssl_context
 from .lanes import Deferral, Lane, LanePolicy, Lanes, Signal
 from .message import PushHeaders
 from .webpush import VapidHeaders, encrypt
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 10.0
-# A push service's answer is a status line, a few headers and maybe a short JSON error;
-# past this many bytes it is junk, and httptools would keep a header without end in memory.
-MAX_ANSWER_BYTES = 64 * 1024
 # A host whose name does not exist counts against its subscriptions only while other
 # origins connect fine (then it is the endpoint that is junk, not our resolver).
 RESOLVER_TRUSTED_FOR = 600.0
@@ -124,176 +113,6 @@ def classify(
     return Result(Outcome.FAILED, reason, status, None, elapsed, refusal=status != 413, origin=origin), Signal.ANSWERED
 
 
-# Called once per request: (status, Retry-After, keep-alive, None) or (0, None, False, error).
-Answered = Callable[[int, str | None, bool, BaseException | None], None]
-
-
-class _Connection(asyncio.Protocol):
-    """One kept-alive HTTP/1.1 connection; one request at a time, its answer handed to a
-    callback from inside `data_received`: no task or future per push (they cost more CPU
-    than anything here but the encryption)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.answered: Answered | None = None
-        self.retry_after: str | None = None
-        self.status = 0  # the final answer's status once its headers are in, else 0
-        self.received = 0  # bytes of the current answer so far
-        self.lost = False
-        self._timer: asyncio.TimerHandle | None = None
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self._fail(ConnectionResetError("connection lost"))
-
-    def data_received(self, data: bytes) -> None:
-        self.received += len(data)
-        if self.received > MAX_ANSWER_BYTES:
-            self._fail(ConnectionError(f"bad response: more than {MAX_ANSWER_BYTES} bytes"))
-            self.close()
-            return
-        try:
-            self.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(ConnectionError(f"bad response: {exc}"))
-            self.close()
-
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"retry-after":
-            self.retry_after = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if status >= 200:
-            self.status = status
-        else:
-            # An interim answer (103 Early Hints, an unasked 100): RFC 9110 §15.2 says read
-            # past it to the final one, forgetting its headers. (A 101 we never asked for
-            # is followed by httptools' HttpParserUpgrade: a bad response.)
-            self.retry_after = None
-
-    def on_message_complete(self) -> None:
-        if self.status:
-            self._settle(self.parser.should_keep_alive())
-
-    # ours
-    @property
-    def usable(self) -> bool:
-        return not self.lost and self.transport is not None and not self.transport.is_closing()
-
-    def request(self, data: bytes, timeout: float, answered: Answered) -> None:
-        self.retry_after = None
-        self.status = 0
-        self.received = 0
-        self.answered = answered
-        # A timer instead of asyncio.wait_for: no extra task per request.
-        self._timer = self.loop.call_later(timeout, self._fail, TimeoutError("push service did not answer"))
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def _settle(self, keep_alive: bool) -> None:
-        answered, self.answered = self.answered, None
-        if answered is not None:
-            self._cancel_timer()
-            answered(self.status, self.retry_after, keep_alive, None)
-
-    def _fail(self, exc: Exception) -> None:
-        """The connection broke, timed out or spoke nonsense before the answer was complete.
-
-        If the final answer's headers were in, the push service has decided: its status
-        stands (the connection is not reused). A body delimited by the connection closing
-        (RFC 9112 §6.3: no Content-Length) ends so, and one that stalls or breaks off must
-        not turn a delivered push into a retried, duplicated one.
-        """
-        if self.status:
-            self._settle(keep_alive=False)
-            return
-        self._cancel_timer()
-        answered, self.answered = self.answered, None
-        if answered is not None:
-            answered(0, None, False, exc)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-class _Pool:
-    """Idle kept-alive connections to one origin (never more than its lane's limit)."""
-
-    def __init__(self, endpoint: PushEndpoint, ssl_context: ssl.SSLContext | None):
-        self.host, self.port, self.ssl_context = endpoint.host, endpoint.port, ssl_context
-        self.idle: list[_Connection] = []
-
-    def take_idle(self) -> _Connection | None:
-        while self.idle:
-            connection = self.idle.pop()
-            if connection.usable:
-                return connection
-        return None
-
-    async def connect(self, loop: asyncio.AbstractEventLoop, addresses: AddressCache) -> _Connection:
-        return await asyncio.wait_for(self._connect(loop, addresses), CONNECT_TIMEOUT)
-
-    async def _connect(self, loop: asyncio.AbstractEventLoop, addresses: AddressCache) -> _Connection:
-        """Connect to the host's first address that takes it (TLS names the host, not the
-        address); an address that fails goes to the back of the list."""
-        error: OSError | None = None
-        for address in list(await addresses.lookup(self.host, self.port)):
-            family, sockaddr = address
-            try:
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(loop),
-                    sockaddr[0],
-                    sockaddr[1],
-                    family=family,
-                    ssl=self.ssl_context,
-                    server_hostname=self.host if self.ssl_context else None,
-                )
-            except ssl.SSLError:
-                raise  # the host answered: its other addresses would say the same
-            except OSError as exc:
-                error = exc
-                addresses.demote(self.host, self.port, address)
-                continue
-            except asyncio.CancelledError:  # out of time on this address
-                addresses.demote(self.host, self.port, address)
-                raise
-            return connection
-        assert error is not None
-        raise error
-
-    def release(self, connection: _Connection, keep_alive: bool, keep: int) -> None:
-        if keep_alive and connection.usable and len(self.idle) < keep:
-            self.idle.append(connection)
-        else:
-            connection.close()
-
-    def close(self) -> None:
-        for connection in self.idle:
-            connection.close()
-        self.idle.clear()
-
-
-def default_ssl_context() -> ssl.SSLContext:
-    """The system store, or the bundle named by SSL_CERT_FILE (OpenSSL reads it)."""
-    context = ssl.create_default_context()
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
 class _Push:
     """One push on its way: a `Waiter` in its lane until a slot is free, then a request on
     a connection until it is answered."""
@@ -323,7 +142,7 @@ class _Push:
         owner: object,
         endpoint: PushEndpoint,
         lane: Lane,
-        pool: _Pool,
+        pool: Pool,
     ):
         self.sender, self.subscription, self.plaintext, self.headers = sender, subscription, plaintext, headers
         self.callback, self.owner, self.endpoint, self.lane, self.pool = callback, owner, endpoint, lane, pool
@@ -369,7 +188,7 @@ class HttpSender:
         self.ssl_context = ssl_context or default_ssl_context()
         self.clock = clock
         self.read_timeout = read_timeout
-        self._pools: dict[str, _Pool] = {}
+        self._pools: dict[str, Pool] = {}
         self.addresses = AddressCache()
         self._connected_at = -RESOLVER_TRUSTED_FOR  # last successful connect, any origin
         self._connecting: set[asyncio.Task[None]] = set()
@@ -381,10 +200,10 @@ class HttpSender:
     def withdraw(self, owner: object) -> None:
         self.lanes.withdraw(owner)
 
-    def _pool(self, lane: Lane, endpoint: PushEndpoint) -> _Pool:
+    def _pool(self, lane: Lane, endpoint: PushEndpoint) -> Pool:
         pool = self._pools.get(lane.origin)
         if pool is None:
-            pool = self._pools[lane.origin] = _Pool(endpoint, self.ssl_context)
+            pool = self._pools[lane.origin] = Pool(endpoint, self.ssl_context)
 
             def forget(origin: str = lane.origin) -> None:
                 self._pools.pop(origin).close()
@@ -469,7 +288,7 @@ class HttpSender:
         self._connected_at = lanes.clock()
         self._write(push, connection)
 
-    def _write(self, push: _Push, connection: _Connection) -> None:
+    def _write(self, push: _Push, connection: Connection) -> None:
         began = time.perf_counter()
 
         def answered(status: int, retry_after: str | None, keep_alive: bool, error: BaseException | None) -> None:
@@ -483,7 +302,7 @@ class HttpSender:
     def _answered(
         self,
         push: _Push,
-        connection: _Connection,
+        connection: Connection,
         began: float,
         status: int,
         retry_after: str | None,

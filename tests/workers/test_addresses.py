@@ -14,7 +14,7 @@ import pytest
 
 from service.endpoints import parse_endpoint
 from workers.addresses import AddressCache, system_resolve
-from workers.delivery import _Pool, default_ssl_context
+from workers.http1 import Pool, default_ssl_context
 
 
 class CountingResolver:
@@ -32,10 +32,10 @@ class CountingResolver:
         return await system_resolve(host, port)
 
 
-def _pool(sim) -> _Pool:
+def _pool(sim) -> Pool:
     port = sim.ports[0]
     endpoint = parse_endpoint(f"https://localhost:{port}/push/x", (f"localhost:{port}",))
-    return _Pool(endpoint, default_ssl_context())
+    return Pool(endpoint, default_ssl_context())
 
 
 def _run(coro):

@@ -1,0 +1,199 @@
+"""HTTP/1.1 to one push service: kept-alive connections and the pool of idle ones.
+
+Why hand-written on asyncio + httptools instead of aiohttp: a push is one tiny POST whose
+answer is a status line and maybe `Retry-After`, and the benchmark showed a
+general-purpose client spending more CPU per request than the RFC 8291 encryption
+itself. Parsing is `httptools` (llhttp) and TLS the stdlib's; what is written here is a
+connection that carries one request at a time with a timer, and a pool of idle ones per
+origin. The answer is a push service's, so hostile input: interim 1xx answers are read
+past, a status stands once its headers are in whatever the body then does, and an answer
+past `MAX_ANSWER_BYTES` is cut off. What the status *means* is `workers.delivery`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+
+import httptools
+
+from service.endpoints import PushEndpoint
+
+from .addresses import AddressCache
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
+# A push service's answer is a status line, a few headers and maybe a short JSON error;
+# past this many bytes it is junk, and httptools would keep a header without end in memory.
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+# Called once per request: (status, Retry-After, keep-alive, None) or (0, None, False, error).
+Answered = Callable[[int, str | None, bool, BaseException | None], None]
+
+
+class Connection(asyncio.Protocol):
+    """One kept-alive HTTP/1.1 connection; one request at a time, its answer handed to a
+    callback from inside `data_received`: no task or future per push (they cost more CPU
+    than anything here but the encryption)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.answered: Answered | None = None
+        self.retry_after: str | None = None
+        self.status = 0  # the final answer's status once its headers are in, else 0
+        self.received = 0  # bytes of the current answer so far
+        self.lost = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._fail(ConnectionResetError("connection lost"))
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > MAX_ANSWER_BYTES:
+            self._fail(ConnectionError(f"bad response: more than {MAX_ANSWER_BYTES} bytes"))
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(ConnectionError(f"bad response: {exc}"))
+            self.close()
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"retry-after":
+            self.retry_after = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status >= 200:
+            self.status = status
+        else:
+            # An interim answer (103 Early Hints, an unasked 100): RFC 9110 §15.2 says read
+            # past it to the final one, forgetting its headers. (A 101 we never asked for
+            # is followed by httptools' HttpParserUpgrade: a bad response.)
+            self.retry_after = None
+
+    def on_message_complete(self) -> None:
+        if self.status:
+            self._settle(self.parser.should_keep_alive())
+
+    # ours
+    @property
+    def usable(self) -> bool:
+        return not self.lost and self.transport is not None and not self.transport.is_closing()
+
+    def request(self, data: bytes, timeout: float, answered: Answered) -> None:
+        self.retry_after = None
+        self.status = 0
+        self.received = 0
+        self.answered = answered
+        # A timer instead of asyncio.wait_for: no extra task per request.
+        self._timer = self.loop.call_later(timeout, self._fail, TimeoutError("push service did not answer"))
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _settle(self, keep_alive: bool) -> None:
+        answered, self.answered = self.answered, None
+        if answered is not None:
+            self._cancel_timer()
+            answered(self.status, self.retry_after, keep_alive, None)
+
+    def _fail(self, exc: Exception) -> None:
+        """The connection broke, timed out or spoke nonsense before the answer was complete.
+
+        If the final answer's headers were in, the push service has decided: its status
+        stands (the connection is not reused). A body delimited by the connection closing
+        (RFC 9112 §6.3: no Content-Length) ends so, and one that stalls or breaks off must
+        not turn a delivered push into a retried, duplicated one.
+        """
+        if self.status:
+            self._settle(keep_alive=False)
+            return
+        self._cancel_timer()
+        answered, self.answered = self.answered, None
+        if answered is not None:
+            answered(0, None, False, exc)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Pool:
+    """Idle kept-alive connections to one origin (never more than its lane's limit)."""
+
+    def __init__(self, endpoint: PushEndpoint, ssl_context: ssl.SSLContext | None):
+        self.host, self.port, self.ssl_context = endpoint.host, endpoint.port, ssl_context
+        self.idle: list[Connection] = []
+
+    def take_idle(self) -> Connection | None:
+        while self.idle:
+            connection = self.idle.pop()
+            if connection.usable:
+                return connection
+        return None
+
+    async def connect(self, loop: asyncio.AbstractEventLoop, addresses: AddressCache) -> Connection:
+        return await asyncio.wait_for(self._connect(loop, addresses), CONNECT_TIMEOUT)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, addresses: AddressCache) -> Connection:
+        """Connect to the host's first address that takes it (TLS names the host, not the
+        address); an address that fails goes to the back of the list."""
+        error: OSError | None = None
+        for address in list(await addresses.lookup(self.host, self.port)):
+            family, sockaddr = address
+            try:
+                _, connection = await loop.create_connection(
+                    lambda: Connection(loop),
+                    sockaddr[0],
+                    sockaddr[1],
+                    family=family,
+                    ssl=self.ssl_context,
+                    server_hostname=self.host if self.ssl_context else None,
+                )
+            except ssl.SSLError:
+                raise  # the host answered: its other addresses would say the same
+            except OSError as exc:
+                error = exc
+                addresses.demote(self.host, self.port, address)
+                continue
+            except asyncio.CancelledError:  # out of time on this address
+                addresses.demote(self.host, self.port, address)
+                raise
+            return connection
+        assert error is not None
+        raise error
+
+    def release(self, connection: Connection, keep_alive: bool, keep: int) -> None:
+        if keep_alive and connection.usable and len(self.idle) < keep:
+            self.idle.append(connection)
+        else:
+            connection.close()
+
+    def close(self) -> None:
+        for connection in self.idle:
+            connection.close()
+        self.idle.clear()
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The system store, or the bundle named by SSL_CERT_FILE (OpenSSL reads it)."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context
