@@ -171,6 +171,24 @@ def test_a_throttling_origin_gets_everyone_once_with_few_429s(stack2, sim2, vapi
     assert state["errors"] == {}
 
 
+def test_an_origin_whose_answers_end_with_the_connection_gets_everyone_once(
+    stack2, sim2, vapid_key, webhook_secret, store
+):
+    """RFC 9112 §6.3: an answer without Content-Length ends when the connection closes. Each
+    push to that origin is settled by its status (and needs a new connection): none is
+    retried into a duplicate, none fails."""
+    good, odd = store_mixed(store, sim2, vapid_key, 1500, 500)
+    sim2.framing(1, "close")
+    stack2.start_worker()
+    campaign = publish(stack2.base, webhook_secret, STORY)
+    wait_for(lambda: store.campaigns.get(campaign)["state"] == "done", 60, "the campaign")
+    delivered_once(sim2, odd, 1)
+    delivered_once(sim2, good, 0)
+    assert sim2.stats(origin=1)["requests"] == len(odd)
+    state = store.campaigns.get(campaign)
+    assert (state["sent"], state["failed"], state["retrying"]) == (2000, 0, 0)
+
+
 def test_a_slow_origin_cannot_keep_the_slots_a_healthy_one_waits_for(
     fanout_settings, sim2, vapid_key, webhook_secret, store, tmp_path
 ):
