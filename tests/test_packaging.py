@@ -192,11 +192,20 @@ def test_the_wheel_runs_every_command_from_an_empty_folder(installed: Path, empt
     pushes = {figure["sender"]: figure["pushes"] for figure in report["figures"]}
     assert pushes == {
         "storypush": 300,
+        "storypush, next campaign": 300,
         "pywebpush send_async (200)": 300,
         "pywebpush send_async (1000)": 300,
         "plain webpush() loop": 5,
     }
-    assert set(report["ratios"]["0"]) == {"core", "best_send_async", "vs_send_async", "vs_loop", "cpu_vs_floor"}
+    assert set(report["ratios"]["0"]) == {
+        "core",
+        "best_send_async",
+        "vs_send_async",
+        "vs_loop",
+        "cpu_vs_floor",
+        "next_campaign",
+    }
+    assert set(report["ratios"]["0"]["next_campaign"]) == {"core", "vs_send_async", "cpu_vs_floor"}
     assert set(report["goals"]["0"]) == {"core", "vs_send_async", "vs_loop", "cpu_vs_floor"}
     storypush = next(figure for figure in report["figures"] if figure["sender"] == "storypush")
     assert 0 < storypush["core"] <= 1.05  # the worker's CPU share while it sent
