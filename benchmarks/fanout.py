@@ -345,14 +345,18 @@ class Deployment:
 
     def run_warm_campaign(self, sim: Any, expected: int, latency_ms: float) -> Figure:
         """A long-running `storypush worker` (as the Procfile runs it) sends one campaign
-        unmeasured, then the measured one: its lanes have grown and its connections are
-        open, as they are for every campaign but a new worker's first."""
+        unmeasured, then the measured one: its lanes have grown, as for every campaign but
+        a new worker's first. Its connections have not lasted: the simulator closes them
+        all in between, as push services close idle ones before a publisher's next story."""
         worker, log_path = self._start_worker(f"warm-{latency_ms:g}", burst=False)
         try:
             warm_up = self.publish(f"bench-warm-up-{uuid.uuid4().hex[:8]}")
             self._measure(worker, log_path, warm_up, expected, "warm-up", latency_ms)
             check_delivered(sim, expected, f"storypush warm-up at {latency_ms:g} ms")
-            sim.reset()  # its records, not its connections
+            sim.reset()
+            for origin in range(len(sim.ports)):  # resets its connections (the worker is idle)
+                sim.refuse_connections(origin)
+                sim.refuse_connections(origin, on=False)
             campaign_id = self.publish(f"bench-warm-{uuid.uuid4().hex[:8]}")
             return self._measure(worker, log_path, campaign_id, expected, WARM, latency_ms)
         finally:

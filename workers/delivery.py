@@ -127,6 +127,7 @@ class _Push:
         "plaintext",
         "pool",
         "request",
+        "resent",
         "sender",
         "sent_at",
         "subscription",
@@ -147,6 +148,7 @@ class _Push:
         self.sender, self.subscription, self.plaintext, self.headers = sender, subscription, plaintext, headers
         self.callback, self.owner, self.endpoint, self.lane, self.pool = callback, owner, endpoint, lane, pool
         self.request: bytes | None = None
+        self.resent = False  # sent again after a kept-alive connection turned out closed
         self.sent_at = 0.0
         self.done = False
 
@@ -266,13 +268,17 @@ class HttpSender:
                 f"Authorization: {self.vapid.authorization(endpoint.origin)}\r\n\r\n"
             ).encode("latin-1") + body
         push.sent_at = self.lanes.clock()
-        connection = push.pool.take_idle()
+        connection = push.pool.take_idle(self.loop.time())  # type: ignore[union-attr]
         if connection is None:
-            task = asyncio.ensure_future(self._connect(push))  # the one task: only for a new connection
-            self._connecting.add(task)  # (a task nobody refers to may be collected mid-connect)
-            task.add_done_callback(self._connecting.discard)
+            self._open(push)
         else:
             self._write(push, connection)
+
+    def _open(self, push: _Push) -> None:
+        """Send `push` on a new connection."""
+        task = asyncio.ensure_future(self._connect(push))  # the one task: only for a new connection
+        self._connecting.add(task)  # (a task nobody refers to may be collected mid-connect)
+        task.add_done_callback(self._connecting.discard)
 
     async def _connect(self, push: _Push) -> None:
         lanes, lane = self.lanes, push.lane
@@ -313,6 +319,12 @@ class HttpSender:
         elapsed = time.perf_counter() - began
         if error is not None:
             connection.close()
+            if connection.went_stale and not isinstance(error, TimeoutError) and not push.resent:
+                # The keep-alive race: the push service had closed this idle connection. Not
+                # a sign it is down (nor an attempt): once more, on a new connection, same slot.
+                push.resent = True
+                self._open(push)
+                return
             lanes.settle(lane, Signal.UNREACHABLE, rtt=elapsed, sent_at=push.sent_at)
             self._done(push, self._unreachable(error, lane, connecting=False))
             return

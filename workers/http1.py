@@ -27,6 +27,11 @@ READ_TIMEOUT = 10.0
 # A push service's answer is a status line, a few headers and maybe a short JSON error;
 # past this many bytes it is junk, and httptools would keep a header without end in memory.
 MAX_ANSWER_BYTES = 64 * 1024
+# An idle connection older than this is closed rather than used (aiohttp's keep-alive
+# default). A worker's event loop only runs while it has a job, so a connection the push
+# service closed between two campaigns still looks open when the next one starts; and a
+# server that closes idle connections at, say, 60 s races our next request on them.
+KEEPALIVE_IDLE = 15.0
 
 
 # Called once per request: (status, Retry-After, keep-alive, None) or (0, None, False, error).
@@ -46,6 +51,8 @@ class Connection(asyncio.Protocol):
         self.retry_after: str | None = None
         self.status = 0  # the final answer's status once its headers are in, else 0
         self.received = 0  # bytes of the current answer so far
+        self.served = 0  # requests written on it, the current one included
+        self.idle_since = 0.0  # loop time it went back to its pool
         self.lost = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -93,10 +100,18 @@ class Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.lost and self.transport is not None and not self.transport.is_closing()
 
+    @property
+    def went_stale(self) -> bool:
+        """Did the current request fail the way a kept-alive connection the server had
+        already closed fails: a connection used before, closed or reset with not one byte of
+        an answer? (Not a timeout: that request may be in the works.)"""
+        return self.served > 1 and not self.received
+
     def request(self, data: bytes, timeout: float, answered: Answered) -> None:
         self.retry_after = None
         self.status = 0
         self.received = 0
+        self.served += 1
         self.answered = answered
         # A timer instead of asyncio.wait_for: no extra task per request.
         self._timer = self.loop.call_later(timeout, self._fail, TimeoutError("push service did not answer"))
@@ -142,11 +157,14 @@ class Pool:
         self.host, self.port, self.ssl_context = endpoint.host, endpoint.port, ssl_context
         self.idle: list[Connection] = []
 
-    def take_idle(self) -> Connection | None:
+    def take_idle(self, now: float) -> Connection | None:
+        """The most recently used idle connection (`now` is the loop's time), if one is still
+        open and was idle no longer than KEEPALIVE_IDLE; older ones are closed."""
         while self.idle:
             connection = self.idle.pop()
-            if connection.usable:
+            if connection.usable and now - connection.idle_since <= KEEPALIVE_IDLE:
                 return connection
+            connection.close()
         return None
 
     async def connect(self, loop: asyncio.AbstractEventLoop, addresses: AddressCache) -> Connection:
@@ -182,6 +200,7 @@ class Pool:
 
     def release(self, connection: Connection, keep_alive: bool, keep: int) -> None:
         if keep_alive and connection.usable and len(self.idle) < keep:
+            connection.idle_since = connection.loop.time()
             self.idle.append(connection)
         else:
             connection.close()
