@@ -56,6 +56,34 @@ def test_a_cancel_stops_every_batch_within_a_second(stack, stack_env, sim, vapid
     assert Counter(m.token for m in sim.messages()).most_common(1)[0][1] == 1
 
 
+def test_the_next_campaign_of_a_running_worker_is_not_held_back_by_connections_closed_meanwhile(
+    stack, sim, vapid_key, webhook_secret, store
+):
+    """Push services close idle connections; a worker's loop only runs while it has a job,
+    so it sees that only when its next campaign writes on them. Those pushes go out again
+    on new connections: the lane's circuit stays closed and nobody waits for a retry."""
+    n = 2000
+    stack.start_web()
+    store_all(store, sim.mint(n, vapid_key.public_bytes))
+    stack.start_worker()
+    first = publish(stack.base, webhook_secret, STORY)
+    wait_for(lambda: store.campaigns.get(first)["state"] == "done", 60, "the first campaign")
+    time.sleep(0.5)  # the worker is waiting for a job, its connections kept alive
+    sim.refuse_connections(0)  # the push service resets them all
+    sim.refuse_connections(0, on=False)
+    sim.reset()
+    began = time.time()
+    second = publish(stack.base, webhook_secret, {**STORY, "id": "next-story"})
+    wait_for(lambda: store.campaigns.get(second)["state"] == "done", 60, "the next campaign")
+    print(f"\nnext campaign after every connection was closed: {time.time() - began:.2f}s")
+    state = store.campaigns.get(second)
+    assert (state["sent"], state["failed"], state["retrying"]) == (n, 0, 0)
+    assert time.time() - began < 10  # a circuit opened would defer pushes for 15 s
+    lanes = {row["origin"]: row for row in store.metrics.lanes()}
+    assert "circuit_open" not in lanes[sim.authorities[0]]["states"]
+    assert Counter(m.token for m in sim.messages()).most_common(1)[0][1] == 1
+
+
 # -- two push-service origins: one healthy, one misbehaving ------------------------------
 
 
