@@ -348,6 +348,8 @@ class Deployment:
         unmeasured, then the measured one: its lanes have grown, as for every campaign but
         a new worker's first. Its connections have not lasted: the simulator closes them
         all in between, as push services close idle ones before a publisher's next story."""
+        from benchmarks.pushsim.client import terminate
+
         worker, log_path = self._start_worker(f"warm-{latency_ms:g}", burst=False)
         try:
             warm_up = self.publish(f"bench-warm-up-{uuid.uuid4().hex[:8]}")
@@ -360,12 +362,7 @@ class Deployment:
             campaign_id = self.publish(f"bench-warm-{uuid.uuid4().hex[:8]}")
             return self._measure(worker, log_path, campaign_id, expected, WARM, latency_ms)
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            terminate(worker, 30)
 
 
 def ramp_of(samples: list[tuple[float, float]]) -> tuple[float | None, float | None]:

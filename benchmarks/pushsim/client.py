@@ -85,6 +85,16 @@ def _key_text(key: bytes | str) -> str:
     return key if isinstance(key, str) else b64url_encode(key)
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`; always reaped."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _stop_process(process: subprocess.Popen[bytes], state_dir: str) -> None:
     """Close stdin (the server's stop signal), then escalate; always reap, never orphan."""
     if process.poll() is None:
@@ -93,12 +103,7 @@ def _stop_process(process: subprocess.Popen[bytes], state_dir: str) -> None:
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, 5)
     elif process.stdin is not None:
         process.stdin.close()
     shutil.rmtree(state_dir, ignore_errors=True)
