@@ -176,7 +176,8 @@ def report_bad_origin(run: Run, campaign_id: str) -> list[str]:
         throttled = run.sim.stats(origin=BAD)["throttled"]
         return [
             f"throttling origin: {once:,} of {bad:,} subscribers got it exactly once in {took:.1f} s "
-            f"(it takes {run.args.throttle_rate}/s: {bad / run.args.throttle_rate:.1f} s at best); "
+            f"(it takes {run.args.throttle_rate}/s after a first burst of as many: "
+            f"{max(0, bad - run.args.throttle_rate) / run.args.throttle_rate:.1f} s at best); "
             f"{throttled:,} × 429 drawn, {throttled / bad:.2f} per push; failed {state['failed']}"
         ]
     metrics, bad_origin = run.deployment.store.metrics, run.sim.authorities[BAD]
