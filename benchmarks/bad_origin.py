@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +30,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from benchmarks.fanout import SENDER_CPU, SIM_CPU, BenchmarkError, Deployment, cpu_model, pinned, python_env
-from benchmarks.pushsim.client import PushSimulator
+from benchmarks.fanout import SIM_CPU, BenchmarkError, Deployment, cpu_model
+from benchmarks.pushsim.client import PushSimulator, terminate
 
 GOAL_FACTOR, GOAL_SLACK_S = 3.0, 3.0
 HEALTHY, BAD = 0, 1
@@ -82,20 +81,8 @@ class Run:
         for subscription, on_bad in interleaved(self.healthy, self.bad):
             topics = ("animals",) if on_bad else ("animals", "sport")
             self.deployment.store_subscriptions([subscription], topics)
-        log = open(workdir / "worker.log", "wb")  # noqa: SIM115 - the child keeps its own copy
-        argv = pinned(SENDER_CPU, [sys.executable, "-m", "service.cli", "worker"])
-        self.worker = subprocess.Popen(argv, env=python_env(self.deployment.worker_env()), stdout=log, stderr=log)
-        log.close()
-        stack.callback(self._stop)
-        self.log_path = workdir / "worker.log"
-
-    def _stop(self) -> None:
-        self.worker.terminate()
-        try:
-            self.worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.worker.kill()
-            self.worker.wait()
+        self.worker, self.log_path = self.deployment.start_worker("bad-origin", burst=False)
+        stack.callback(terminate, self.worker, 15)
 
     def wait(self, condition, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

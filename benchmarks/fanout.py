@@ -277,7 +277,7 @@ class Deployment:
             "STORYPUSH_MAX_IN_FLIGHT": str(self.in_flight),
         }
 
-    def _start_worker(self, name: str, burst: bool) -> tuple[subprocess.Popen[bytes], Path]:
+    def start_worker(self, name: str, burst: bool) -> tuple[subprocess.Popen[bytes], Path]:
         """A `storypush worker` pinned to the sender CPU, its output in the workdir."""
         log_path = self.workdir / f"worker-{name}.log"
         argv = pinned(SENDER_CPU, [sys.executable, "-m", "service.cli", "worker", *(["--burst"] if burst else [])])
@@ -327,7 +327,7 @@ class Deployment:
 
     def run_campaign(self, campaign_id: str, expected: int, latency_ms: float, profile: Path | None = None) -> Figure:
         """A new `storypush worker --burst` sends the campaign: cold lanes, no connections."""
-        worker, log_path = self._start_worker(campaign_id, burst=True)
+        worker, log_path = self.start_worker(campaign_id, burst=True)
         spy = None
         if profile is not None:
             spy = start_profiler(worker.pid, profile)
@@ -350,7 +350,7 @@ class Deployment:
         all in between, as push services close idle ones before a publisher's next story."""
         from benchmarks.pushsim.client import terminate
 
-        worker, log_path = self._start_worker(f"warm-{latency_ms:g}", burst=False)
+        worker, log_path = self.start_worker(f"warm-{latency_ms:g}", burst=False)
         try:
             warm_up = self.publish(f"bench-warm-up-{uuid.uuid4().hex[:8]}")
             self._measure(worker, log_path, warm_up, expected, "warm-up", latency_ms)

@@ -64,9 +64,17 @@ class AddressCache:
         pending = self._looking_up.get(key)
         if pending is None:
             pending = self._looking_up[key] = asyncio.ensure_future(self._resolve(host, port))
-            pending.add_done_callback(lambda _: self._looking_up.pop(key, None))
+            pending.add_done_callback(lambda done: self._finished(key, done))
         # A connect that gives up (its timeout) must not cancel the lookup the others wait for.
         return await asyncio.shield(pending)
+
+    def _finished(self, key: tuple[str, int], done: asyncio.Future[list[Address]]) -> None:
+        self._looking_up.pop(key, None)
+        if not done.cancelled():
+            # Seen here, so a failure whose every waiter gave up first (their connect
+            # timeouts) is not logged as "exception was never retrieved"; the waiters that
+            # are left get it from the future as before.
+            done.exception()
 
     async def _resolve(self, host: str, port: int) -> list[Address]:
         addresses = list(await self.resolve(host, port))
