@@ -121,7 +121,9 @@ class _Push:
         "callback",
         "done",
         "endpoint",
+        "finished",
         "headers",
+        "holding",
         "lane",
         "owner",
         "plaintext",
@@ -150,11 +152,13 @@ class _Push:
         self.request: bytes | None = None
         self.resent = False  # sent again after a kept-alive connection turned out closed
         self.sent_at = 0.0
-        self.done = False
+        self.done = False  # granted or deferred by its lane (the `Waiter` protocol)
+        self.holding = False  # holds a slot of its lane, to give back once
+        self.finished = False  # its callback has had its result
 
     # Waiter: called by the lanes, which must not be re-entered, so the sending is scheduled.
     def granted(self) -> None:
-        self.done = True
+        self.done = self.holding = True
         self.sender.loop.call_soon(self.sender._start, self)
 
     def deferred(self, deferral: Deferral) -> None:
@@ -250,14 +254,23 @@ class HttpSender:
     def _start(self, push: _Push) -> None:
         """A slot is held for `push`: encrypt it (once: a throttled push is sent again as
         it was) and write it on an idle connection, or on a new one."""
+        try:
+            self._start_sending(push)
+        except Exception:
+            self._rescue(push, "starting it", sent=False)
+
+    def _start_sending(self, push: _Push) -> None:
         lane = push.lane
+        if push.finished:  # settled by `_rescue` while it waited in its lane again
+            self._release(push)
+            return
         if push.request is None:
             # Encrypt only once a slot is free: encrypting a whole batch up front would
             # stall the event loop (and every answer waiting in it).
             try:
                 body = encrypt(push.plaintext, push.subscription.p256dh, push.subscription.auth)
             except ValueError:  # a stored key that no longer makes a point
-                self.lanes.release(lane)
+                self._release(push)
                 self._done(push, Result(Outcome.FAILED, "bad_subscription_key", refusal=True, origin=lane.label))
                 return
             endpoint, headers = push.endpoint, push.headers
@@ -281,18 +294,24 @@ class HttpSender:
         task.add_done_callback(self._connecting.discard)
 
     async def _connect(self, push: _Push) -> None:
-        lanes, lane = self.lanes, push.lane
         try:
             connection = await push.pool.connect(self.loop, self.addresses)  # type: ignore[arg-type]
         except asyncio.CancelledError:
-            lanes.release(lane)  # nothing was sent
+            self._release(push)  # nothing was sent
             raise
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            lanes.settle(lane, Signal.UNREACHABLE, rtt=lanes.clock() - push.sent_at, sent_at=push.sent_at)
-            self._done(push, self._unreachable(exc, lane, connecting=True))
+            self._settle(push, Signal.UNREACHABLE, rtt=self.lanes.clock() - push.sent_at)
+            self._done(push, self._unreachable(exc, push.lane, connecting=True))
             return
-        self._connected_at = lanes.clock()
-        self._write(push, connection)
+        except Exception:
+            self._rescue(push, "connecting", sent=False)
+            return
+        self._connected_at = self.lanes.clock()
+        try:
+            self._write(push, connection)
+        except Exception:
+            connection.close()
+            self._rescue(push, "writing it", sent=False)
 
     def _write(self, push: _Push, connection: Connection) -> None:
         began = time.perf_counter()
@@ -301,7 +320,7 @@ class HttpSender:
             try:
                 self._answered(push, connection, began, status, retry_after, keep_alive, error)
             except Exception:  # never let a bug here break the connection's parser
-                logger.exception("push to %s: settling its answer failed", push.lane.label)
+                self._rescue(push, "settling its answer", sent=200 <= status < 300)
 
         connection.request(push.request, self.read_timeout, answered)  # type: ignore[arg-type]
 
@@ -315,8 +334,11 @@ class HttpSender:
         keep_alive: bool,
         error: BaseException | None,
     ) -> None:
-        lanes, lane = self.lanes, push.lane
+        lane = push.lane
         elapsed = time.perf_counter() - began
+        if push.finished:  # settled by `_rescue` after a bug: its slot is back, its result given
+            connection.close()
+            return
         if error is not None:
             connection.close()
             if connection.went_stale and not isinstance(error, TimeoutError) and not push.resent:
@@ -325,20 +347,48 @@ class HttpSender:
                 push.resent = True
                 self._open(push)
                 return
-            lanes.settle(lane, Signal.UNREACHABLE, rtt=elapsed, sent_at=push.sent_at)
+            self._settle(push, Signal.UNREACHABLE, rtt=elapsed)
             self._done(push, self._unreachable(error, lane, connecting=False))
             return
         push.pool.release(connection, keep_alive, int(lane.limit))
         result, signal = classify(status, retry_after, self.clock(), elapsed, lane.label)
-        lanes.settle(lane, signal, rtt=elapsed, sent_at=push.sent_at, retry_after=result.retry_after)
+        self._settle(push, signal, rtt=elapsed, retry_after=result.retry_after)
         if result.outcome is Outcome.RETRY and not result.attempted:
             push.done = False  # throttled: wait at the head of the lane (or be deferred, or withdrawn)
-            lanes.enqueue(lane, push, front=True)
+            self.lanes.enqueue(lane, push, front=True)
             return
         self._done(push, result)
 
+    def _settle(self, push: _Push, signal: Signal, rtt: float, retry_after: float | None = None) -> None:
+        """Give `push`'s slot back with what its request told about the origin."""
+        if push.holding:
+            push.holding = False
+            self.lanes.settle(push.lane, signal, rtt=rtt, sent_at=push.sent_at, retry_after=retry_after)
+
+    def _release(self, push: _Push) -> None:
+        """Give `push`'s slot back unused: nothing was sent."""
+        if push.holding:
+            push.holding = False
+            self.lanes.release(push.lane)
+
+    def _rescue(self, push: _Push, step: str, sent: bool) -> None:
+        """A bug of ours in one push's `step`: log it, give its slot back and settle it (as
+        sent if its push service said 2xx, else as a retry), so neither its lane nor its
+        batch waits for it until the job's deadline. A retry may repeat a push the service
+        took; losing it silently would be worse."""
+        logger.exception("push to %s: %s failed", push.lane.label, step)
+        try:
+            self._release(push)
+        except Exception:
+            logger.exception("push to %s: giving its slot back failed", push.lane.label)
+        outcome, reason = (Outcome.SENT, "sent") if sent else (Outcome.RETRY, "internal_error")
+        self._done(push, Result(outcome, reason, origin=push.lane.label))
+
     @staticmethod
     def _done(push: _Push, result: Result) -> None:
+        if push.finished:
+            return
+        push.finished = True
         try:
             push.callback(result)
         except Exception:  # the caller's bug must not stop the pushes behind it

@@ -11,6 +11,7 @@ import pytest
 import uvloop
 
 from benchmarks.pushsim import PushSimulator
+from benchmarks.pushsim.client import token_of
 from service.retry_after import MAX_RETRY_AFTER
 from service.subscriptions import Subscription
 from service.vapid import b64url_decode
@@ -132,6 +133,56 @@ def test_connections_are_kept_alive_and_vapid_signed_once(sim, sender, vapid_key
     [pool] = sender._pools.values()
     [lane] = list(sender.lanes)
     assert 1 <= len(pool.idle) <= lane.limit  # kept for reuse, never more than the lane's limit
+
+
+def _bug_once(real):
+    """`real`, but its first call raises, as a bug of ours would."""
+    calls = []
+
+    def buggy(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(*args, **kwargs)
+
+    return buggy
+
+
+@pytest.mark.parametrize(
+    ("broken", "status", "outcome", "reason", "sent"),
+    [
+        ("classify", None, Outcome.SENT, "sent", 1),  # the push service took it: not sent again
+        ("classify", 500, Outcome.RETRY, "internal_error", 0),
+        ("encrypt", None, Outcome.RETRY, "internal_error", 0),  # never written
+    ],
+)
+def test_a_bug_of_ours_settles_its_push_and_gives_its_slot_back(
+    sim, vapid_key, monkeypatch, caplog, broken, status, outcome, reason, sent
+):
+    """A bug while starting a push or settling its answer must not keep its lane's slot
+    (the pushes behind it would wait) nor its result (its batch would wait for the job's
+    deadline): the push is settled at once and logged."""
+    import workers.delivery
+
+    monkeypatch.setattr(workers.delivery, broken, _bug_once(getattr(workers.delivery, broken)))
+    sender = _sender(vapid_key, [sim.origin.removeprefix("https://")], initial_limit=1, first_contact=1, ceiling=1)
+    first, second = (_subscription(s) for s in sim.mint(2, vapid_key.public_bytes))
+    if status is not None:
+        sim.fail(first.endpoint, [status])
+
+    async def scenario():
+        return await asyncio.wait_for(
+            asyncio.gather(sender.send(first, b"{}", HEADERS), sender.send(second, b"{}", HEADERS)), 5
+        )
+
+    results = _run(scenario())
+    sender.close()
+    assert [(r.outcome, r.reason) for r in results] == [(outcome, reason), (Outcome.SENT, "sent")]
+    assert sorted(m.token for m in sim.messages()) == sorted(
+        [token_of(first.endpoint)] * sent + [token_of(second.endpoint)]
+    )
+    assert sender.lanes.in_flight == 0 and [lane.in_flight for lane in sender.lanes] == [0]
+    assert "RuntimeError: a bug" in caplog.text
 
 
 class Batch:
