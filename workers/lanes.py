@@ -142,6 +142,13 @@ class LanePolicy:
         default_pause / max_default_pause: a 429 without Retry-After pauses this long,
             doubling on each further 429 without one, up to the maximum.
         pace_for: a lane paces its sends for this long after its last throttle.
+        idle_decay: a lane's limit halves for each whole period of this many seconds it
+            was idle (nothing in flight or waiting), down to `initial_limit`, and slow
+            start may regrow it to where it was (RFC 7661's "non-validated period" of 5
+            minutes). Why: a limit learned an hour ago says nothing about the push
+            service now, and without it a quiet worker's next campaign would put its
+            whole old limit (1,000 and more at 150 ms) on the wire at once, to an origin
+            that may since have started to hang.
         max_lanes: lanes (and their connection pools) kept; the least recently used idle
             one is dropped beyond this.
     """
@@ -161,6 +168,7 @@ class LanePolicy:
     default_pause: float = 1.0
     max_default_pause: float = 60.0
     pace_for: float = 30.0
+    idle_decay: float = 300.0
     max_lanes: int = 1024
 
     def __post_init__(self) -> None:
@@ -181,8 +189,8 @@ class LanePolicy:
             problems.append("open_for must be positive and at most max_open_for")
         if self.max_pause_wait < 0 or not 0 < self.default_pause <= self.max_default_pause:
             problems.append("pauses must be positive, default_pause at most max_default_pause")
-        if self.pace_for <= 0:
-            problems.append("pace_for must be positive")
+        if self.pace_for <= 0 or self.idle_decay <= 0:
+            problems.append("pace_for and idle_decay must be positive")
         if self.max_lanes < 1:
             problems.append("max_lanes must be at least 1")
         if problems:
@@ -234,6 +242,7 @@ class Lane:
         # (the sender keeps its connection pool on the lane; evicting a lane closes it)
         self.on_evict: Callable[[], None] | None = None
         self.reached = False  # has it ever answered at all? Until then only a few requests fly
+        self.active_at = 0.0  # when a request of it last ended (answered, failed or unsent)
 
     def state(self, now: float) -> LaneState:
         if self.probing:
@@ -339,6 +348,8 @@ class Lanes:
         if waiter.owner is not None and waiter.owner in self._withdrawn:
             waiter.deferred(WITHDRAWN)
             return
+        if not lane.in_flight and not lane.waiters:
+            self._back_from_idle(lane, self.clock())
         if front or not lane.waiters:
             verdict = self._verdict(lane, self.clock())
             if verdict is _GO or verdict is _PROBE:
@@ -448,6 +459,20 @@ class Lanes:
         if not lane.in_flight:
             self._active.discard(lane)
 
+    def _back_from_idle(self, lane: Lane, now: float) -> None:
+        """A lane with nothing in flight or waiting gets a push. Its next round trip starts
+        now: one that spanned the quiet would count few answers over a long time, look like
+        "more in flight bought nothing" and end slow start. After `idle_decay` or more of
+        quiet its limit also halves once for each such period, and slow start may regrow it
+        to where it was."""
+        lane.round_left, lane.round_min, lane.round_rate = 0.0, math.inf, 0.0
+        lane.round_started, lane.round_limit = now, 0.0
+        periods = int((now - lane.active_at) // self.policy.idle_decay)
+        if periods >= 1 and lane.limit > self.policy.initial_limit:
+            lane.slow_start_until = max(lane.slow_start_until, lane.limit)
+            lane.limit = max(float(self.policy.initial_limit), lane.limit / 2 ** min(periods, 64))
+            lane.plateau = False
+
     def _wake_at(self, lane: Lane, delay: float) -> None:
         if lane.timer is not None:
             lane.timer.cancel()
@@ -455,6 +480,7 @@ class Lanes:
 
     def release(self, lane: Lane) -> None:
         """Give a slot back without an answer (the push was never sent)."""
+        lane.active_at = self.clock()
         lane.in_flight -= 1
         self.in_flight -= 1
         if lane.probing:  # the probe was never sent: the next request probes instead
@@ -483,7 +509,7 @@ class Lanes:
                 before the last cut is not cut for again.
             retry_after: seconds the push service asked for (THROTTLED only).
         """
-        now = self.clock()
+        now = lane.active_at = self.clock()
         lane.in_flight -= 1
         self.in_flight -= 1
         if signal is Signal.UNREACHABLE:

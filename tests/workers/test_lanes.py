@@ -40,6 +40,8 @@ def test_policy_checks_its_values_when_built():
         LanePolicy(ceiling=0)
     with pytest.raises(ValueError, match="open_for"):
         LanePolicy(open_for=600, max_open_for=300)
+    with pytest.raises(ValueError, match="idle_decay"):
+        LanePolicy(idle_decay=0)
 
 
 def test_slow_start_doubles_each_round_trip_while_pushes_wait_and_stops_at_the_ceiling():
@@ -60,6 +62,72 @@ def test_slow_start_doubles_each_round_trip_while_pushes_wait_and_stops_at_the_c
         return limits
 
     assert run(scenario()) == [8, 16, 32, 50, 50, 50]
+
+
+def test_a_limit_halves_for_each_five_minutes_a_lane_was_idle_and_slow_start_regrows_it():
+    """RFC 7661's idea: a limit learned long ago is not trusted at once (the push service
+    may have started to hang since); it halves per idle period and regrows by slow start."""
+    lanes, clock = make_lanes(initial_limit=16, first_contact=1, ceiling=2000, idle_decay=300.0)
+    lane = lanes.lane("https://a", "a")
+    lane.limit, lane.slow_start_until, lane.reached = 400.0, 400.0, True  # grown by an earlier campaign
+    lane.active_at = clock()  # its last answer
+
+    async def one_push_after(idle: float) -> None:
+        clock.now += idle
+        assert await lanes.admit(lane) is None
+        clock.now += 0.04
+        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
+
+    async def scenario():
+        limits = []
+        for idle in (299.0, 300.0, 3 * 300.0 + 1, 10.0):
+            await one_push_after(idle)
+            limits.append(lane.limit)
+        waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(200)]
+        await asyncio.sleep(0)
+        clock.now += 0.04
+        await settle_all(lanes, lane, Signal.FAST, lane.in_flight)  # one round trip, in slow start
+        limits.append(lane.limit)
+        clock.now += 400.0  # a lane with pushes in flight or waiting is not idle: no decay
+        waiting.append(asyncio.ensure_future(lanes.admit(lane)))
+        await asyncio.sleep(0)
+        limits.append(lane.limit)
+        for task in waiting:
+            task.cancel()
+        return limits
+
+    limits = run(scenario())
+    assert limits == [400.0, 200.0, 25.0, 25.0, 50.0, 50.0]  # doubled in a round trip, as in slow start
+    assert lane.slow_start_until == 400.0
+
+
+def test_a_round_trip_that_spanned_a_quiet_moment_does_not_end_slow_start():
+    """A campaign that ends part-way through a round trip, then quiet, then the next one:
+    that round would count a few answers over seconds, read as "a bigger limit bought no
+    more answers a second" and end slow start, leaving the lane to grow by one a round
+    trip (before the fix, the third campaign's limits were 67, 68, 69: one a round trip)."""
+    lanes, clock = make_lanes(initial_limit=16, first_contact=16, ceiling=2000)
+    lane = lanes.lane("https://a", "a")
+
+    async def campaign(pushes: int) -> list[int]:
+        clock.now += 10.0  # quiet before it
+        waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(pushes)]
+        await asyncio.sleep(0)
+        limits = []
+        while lane.in_flight:  # round trips of 40 ms until every push is answered
+            clock.now += 0.04
+            await settle_all(lanes, lane, Signal.FAST, lane.in_flight)
+            limits.append(int(lane.limit))
+        assert all(task.done() for task in waiting)
+        return limits
+
+    async def scenario():
+        return [await campaign(pushes) for pushes in (50, 100, 300)]
+
+    small, medium, large = run(scenario())
+    assert small[-1] == 34  # grew while pushes waited
+    assert medium[0] == 2 * small[-1] and large[0] == 2 * medium[-1]  # doubled in a round trip each time
+    assert lane.slow_start_until == 2000.0  # still in slow start
 
 
 def test_no_growth_without_demand_or_when_latency_rises_or_the_core_is_busy():
