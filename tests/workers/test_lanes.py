@@ -130,6 +130,34 @@ def test_a_round_trip_that_spanned_a_quiet_moment_does_not_end_slow_start():
     assert lane.slow_start_until == 2000.0  # still in slow start
 
 
+def test_a_push_service_that_answers_slower_after_a_quiet_moment_lets_the_lane_grow_again():
+    """The latency floor is recent by design (latency rising during a campaign stops growth),
+    but one measured before a quiet moment says nothing about now, nor does a plateau: a
+    push service at 40 ms for one campaign and 150 ms for the next must not leave the lane
+    at its 40 ms limit."""
+    lanes, clock = make_lanes(initial_limit=16, first_contact=16, ceiling=2000)
+    lane = lanes.lane("https://a", "a")
+
+    async def campaign(pushes: int, rtt: float) -> float:
+        waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(pushes)]
+        await asyncio.sleep(0)
+        while lane.in_flight:
+            clock.now += rtt
+            await settle_all(lanes, lane, Signal.FAST, lane.in_flight, rtt=rtt)
+        assert all(task.done() for task in waiting)
+        return lane.limit
+
+    async def scenario():
+        at_40_ms = await campaign(400, 0.04)
+        # as when the worker's core was the bottleneck: slow start over, more in flight bought nothing
+        lane.slow_start_until, lane.plateau = lane.limit, True
+        clock.now += 2.0
+        return at_40_ms, await campaign(5000, 0.15)
+
+    at_40_ms, at_150_ms = run(scenario())
+    assert at_150_ms > 2 * at_40_ms  # grew by a quarter a round trip, not stuck
+
+
 def test_no_growth_without_demand_or_when_latency_rises_or_the_core_is_busy():
     lanes, clock = make_lanes(initial_limit=4)
     lane = lanes.lane("https://a", "a")
