@@ -84,6 +84,36 @@ def test_the_next_campaign_of_a_running_worker_is_not_held_back_by_connections_c
     assert Counter(m.token for m in sim.messages()).most_common(1)[0][1] == 1
 
 
+def test_a_running_workers_lane_grows_again_when_its_push_service_answers_slower_than_last_time(
+    stack, sim, vapid_key, webhook_secret, store
+):
+    """A push service that answered in 10 ms for one campaign and in 200 ms for the next: the
+    lane's latency floor (and its "more in flight bought nothing") were learnt on the first,
+    and must not keep it at the small limit 10 ms answers needed (it used to stay there)."""
+    n = 6000
+    stack.start_web()
+    store_all(store, sim.mint(n, vapid_key.public_bytes))
+    sim.set_latency(10)
+    stack.start_worker()
+    first = publish(stack.base, webhook_secret, STORY)
+    wait_for(lambda: store.campaigns.get(first)["state"] == "done", 60, "the first campaign")
+    [before] = [row["limit"] for row in store.metrics.lanes()]
+    sim.set_latency(200)
+    time.sleep(1.5)  # a quiet moment between two stories
+    second = publish(stack.base, webhook_secret, {**STORY, "id": "slower-story"})
+    peak = before
+    deadline = time.monotonic() + 60
+    while store.campaigns.get(second)["state"] != "done":
+        assert time.monotonic() < deadline, "the second campaign did not finish"
+        peak = max([peak, *(row["limit"] for row in store.metrics.lanes())])
+        time.sleep(0.1)
+    state = store.campaigns.get(second)
+    rate = n / (state["finished_at"] - state["started_at"])
+    print(f"\nlimit {before} after 10 ms answers, peak {peak} at 200 ms: {rate:,.0f} pushes/s")
+    assert state["sent"] == n
+    assert peak > 2 * before and rate > 2 * before / 0.2  # a lane stuck at `before` makes before / 0.2 a second
+
+
 # -- two push-service origins: one healthy, one misbehaving ------------------------------
 
 
