@@ -202,7 +202,8 @@ _CPU_SAMPLE = 0.05
 _CPU_SMOOTHING = 0.5  # weight of the newest sample in the moving average
 _FLOOR_WINDOW = 10.0
 # Nothing in flight for this long and a lane's next push starts afresh (see `_back_from_idle`):
-# far longer than a gap between two batches of one campaign, far shorter than between two.
+# far longer than a gap between two batches of one campaign, far shorter than one between
+# two campaigns.
 _QUIET = 1.0
 
 
