@@ -2,7 +2,7 @@
 same simulated push service, same run.
 
     storypush bench --bad-origin hang|throttle [--subscribers 6000]   (see benchmarks.bad_origin)
-    storypush bench [--subscribers 20000] [--latency-ms 40,150] [--sample 200] [--in-flight 2000]
+    storypush bench [--subscribers 20000] [--latency-ms 40,150] [--latency-spread 0] [--sample 200] [--in-flight 2000]
                     [--send-async-in-flight 200,1000]
                     [--verify sample:50] [--profile /tmp/storypush-profile] [--json]
 
@@ -537,7 +537,8 @@ def render(report: dict[str, Any], figures: list[Figure], crypto: dict[str, Any]
     lines = [
         f"storypush fan-out benchmark: N={report['subscribers']:,} subscribers, storypush in-flight ceiling "
         f"{report['in_flight']} (STORYPUSH_MAX_IN_FLIGHT), send_async at {report['send_async_in_flight']}, "
-        f"batch {report['batch_size']}, simulator verify={report['verify']}",
+        f"batch {report['batch_size']}, simulator verify={report['verify']}"
+        + (f", latency spread σ={report['latency_spread']:g} (log-normal)" if report["latency_spread"] else ""),
         f"CPU: {report['cpu_model']} ({report['cpus']} CPUs); simulator on CPU {SIM_CPU}, each sender on CPU "
         f"{SENDER_CPU}; Python {report['python']}",
         f"load average {report['load_before']:.2f} before, {report['load_after']:.2f} after"
@@ -628,6 +629,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=lambda text: [float(x) for x in text.split(",") if x.strip()],
         help="push-service answer delays to run at, comma-separated (default 40,150: real services answer in 40-150)",
     )
+    parser.add_argument(
+        "--latency-spread",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="spread each answer's delay log-normally around the latency, σ (0.5: a tenth of answers past 1.9× it;"
+        " default 0: every answer takes exactly the latency)",
+    )
     parser.add_argument("--sample", type=int, default=200, help="subscribers for the plain webpush() loop")
     parser.add_argument(
         "--in-flight",
@@ -654,6 +663,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
+    if not 0 <= args.latency_spread <= 3:
+        parser.error("--latency-spread takes a σ between 0 and 3")
     if args.subscribers < 1 or args.sample < 1 or args.in_flight < 1 or not args.latency_ms:
         parser.error("--subscribers, --sample and --in-flight must be positive; give at least one latency")
     if not args.send_async_in_flight or min(args.send_async_in_flight) < 1:
@@ -689,7 +700,7 @@ def main(argv: list[str]) -> int:
             sample = subscriptions[: min(args.sample, n)]
             payload = b""
             for latency in args.latency_ms:
-                sim.set_latency(latency)
+                sim.set_latency(latency, spread=args.latency_spread)
                 sim.reset()
                 story_id = f"bench-{uuid.uuid4().hex[:8]}"
                 campaign_id = deployment.publish(story_id)
@@ -719,7 +730,7 @@ def main(argv: list[str]) -> int:
             if args.profile is not None:
                 latency = args.latency_ms[-1]
                 print(f"{latency:g} ms: storypush under py-spy (not measured) ...", file=sys.stderr, flush=True)
-                sim.set_latency(latency)
+                sim.set_latency(latency, spread=args.latency_spread)
                 sim.reset()
                 story_id = f"bench-profile-{uuid.uuid4().hex[:8]}"
                 deployment.run_campaign(deployment.publish(story_id), n, latency, profile=args.profile)
@@ -780,6 +791,7 @@ def build_report(args: argparse.Namespace, figures: list[Figure], crypto: dict[s
         "batch_size": args.batch_size,
         "sample": args.sample,
         "verify": args.verify,
+        "latency_spread": args.latency_spread,
         "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],

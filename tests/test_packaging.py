@@ -183,12 +183,25 @@ def test_the_wheel_runs_every_command_from_an_empty_folder(installed: Path, empt
 
     # bench: the simulator and the benchmark are part of the installed code.
     out = _run(
-        [*storypush, "bench", "--subscribers", "300", "--latency-ms", "0", "--sample", "5", "--json"],
+        [
+            *storypush,
+            "bench",
+            "--subscribers",
+            "300",
+            "--latency-ms",
+            "5",
+            "--latency-spread",
+            "0.5",
+            "--sample",
+            "5",
+            "--json",
+        ],
         empty_dir,
         env,
         300,
     )
     report = json.loads(out[out.index("\n{") :])
+    assert report["latency_spread"] == 0.5 and "latency spread σ=0.5 (log-normal)" in out
     pushes = {figure["sender"]: figure["pushes"] for figure in report["figures"]}
     assert pushes == {
         "storypush": 300,
@@ -197,7 +210,7 @@ def test_the_wheel_runs_every_command_from_an_empty_folder(installed: Path, empt
         "pywebpush send_async (1000)": 300,
         "plain webpush() loop": 5,
     }
-    assert set(report["ratios"]["0"]) == {
+    assert set(report["ratios"]["5"]) == {
         "core",
         "best_send_async",
         "vs_send_async",
@@ -205,12 +218,12 @@ def test_the_wheel_runs_every_command_from_an_empty_folder(installed: Path, empt
         "cpu_vs_floor",
         "next_campaign",
     }
-    assert set(report["ratios"]["0"]["next_campaign"]) == {"core", "vs_send_async", "cpu_vs_floor"}
-    assert set(report["goals"]["0"]) == {"core", "vs_send_async", "vs_loop", "cpu_vs_floor"}
+    assert set(report["ratios"]["5"]["next_campaign"]) == {"core", "vs_send_async", "cpu_vs_floor"}
+    assert set(report["goals"]["5"]) == {"core", "vs_send_async", "vs_loop", "cpu_vs_floor"}
     storypush = next(figure for figure in report["figures"] if figure["sender"] == "storypush")
     assert 0 < storypush["core"] <= 1.05  # the worker's CPU share while it sent
     assert "ramp" in storypush and "core_after_ramp" in storypush  # None when too short to tell
-    assert set(report["crypto"]) == {"0"} and report["crypto"]["0"]["encrypt_s"] > 0  # the floor beside each run
+    assert set(report["crypto"]) == {"5"} and report["crypto"]["5"]["encrypt_s"] > 0  # the floor beside each run
 
 
 def _answers(url: str) -> bool:

@@ -364,9 +364,11 @@ class PushSimulator:
         """Reset the TCP connection without answering the next `times` requests to token."""
         self._call("POST", "drop", {"token": token_of(token), "times": times})
 
-    def set_latency(self, ms: float, origin: OriginRef | None = None) -> None:
-        """Delay push answers by `ms` from now on, on every origin or on one (control calls never)."""
-        self._call("POST", "latency", {"ms": ms, "origin": origin})
+    def set_latency(self, ms: float, origin: OriginRef | None = None, spread: float = 0.0) -> None:
+        """Delay push answers by `ms` from now on, on every origin or on one (control calls never).
+        With `spread` (σ, at most 3), each answer's delay is a log-normal draw whose median is
+        `ms`: 0.5 puts a tenth of the answers past 1.9 × `ms`, as real push services spread."""
+        self._call("POST", "latency", {"ms": ms, "origin": origin, "spread": spread})
         if origin is None:
             self.latency_ms = ms
 

@@ -48,6 +48,8 @@ MAX_REQUEST_BODY = 1 << 20
 MAX_MINT = 200_000
 # One process serves every origin on its own port; more would only be a mistake.
 MAX_ORIGINS = 64
+# σ of a latency's log-normal spread: 3 already puts one answer in a hundred past 1,000× the median.
+MAX_LATENCY_SPREAD = 3.0
 # ~140 characters, the length of real FCM endpoint tokens, so length limits get exercised.
 TOKEN_BYTES = 105
 URGENCIES = frozenset({"very-low", "low", "normal", "high"})
@@ -461,11 +463,12 @@ class PushHandler:
 
     def _latency(self, args: dict) -> dict:
         ms = float(args["ms"])
-        if not ms >= 0:
-            raise ControlError("latency must be >= 0 ms")
+        spread = float(args.get("spread") or 0.0)
+        if not ms >= 0 or not 0 <= spread <= MAX_LATENCY_SPREAD:
+            raise ControlError(f"latency must be >= 0 ms, its spread between 0 and {MAX_LATENCY_SPREAD}")
         origin = args.get("origin")
         for target in self.origins if origin is None else [self._origin(origin)]:
-            target.latency_s = ms / 1000
+            target.latency_s, target.latency_spread = ms / 1000, spread
         return {}
 
     def _hang(self, args: dict) -> dict:

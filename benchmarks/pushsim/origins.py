@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -106,6 +107,9 @@ class Origin:
     seq: Iterator[int]
     url: str = ""
     latency_s: float = 0.0
+    # σ of a log-normal factor on latency_s (0: every answer takes exactly latency_s): real
+    # push services' answers spread, a tail of slow ones around a typical delay.
+    latency_spread: float = 0.0
     subscribers: dict[str, Subscriber] = field(default_factory=dict)
     recorder: Recorder = field(init=False)
     # Misbehaviour, cleared by `calm()`:
@@ -118,6 +122,12 @@ class Origin:
 
     def __post_init__(self) -> None:
         self.recorder = Recorder(self.url, self.seq)
+
+    def delay(self) -> float:
+        """Seconds before a push's answer: `latency_s`, or a log-normal draw whose median it is."""
+        if not self.latency_spread:
+            return self.latency_s
+        return self.latency_s * random.lognormvariate(0.0, self.latency_spread)
 
     @property
     def authority(self) -> str:
@@ -150,4 +160,5 @@ class Origin:
             "early_hints": self.early_hints,
             "framing": self.framing,
             "latency_ms": self.latency_s * 1000,
+            "latency_spread": self.latency_spread,
         }

@@ -172,7 +172,7 @@ class HttpConnection(asyncio.Protocol):
             while self._queue and not self._closing and not self._hung:
                 request, keep_alive = self._queue.popleft()
                 if origin is not None and origin.latency_s > 0 and request.target.startswith("/push/"):
-                    await asyncio.sleep(origin.latency_s)
+                    await asyncio.sleep(origin.delay())
                 response = self._handle(request)
                 if asyncio.iscoroutine(response):
                     response = await self._control(response)
