@@ -56,6 +56,19 @@ def test_a_cancel_stops_every_batch_within_a_second(stack, stack_env, sim, vapid
     assert Counter(m.token for m in sim.messages()).most_common(1)[0][1] == 1
 
 
+def follow(store, campaign: str) -> tuple[dict, float, int]:
+    """Wait (at most a minute) for `campaign` to be done: its state, its pushes a second and
+    the highest lane limit the workers reported meanwhile."""
+    peak = 0
+    deadline = time.monotonic() + 60
+    while store.campaigns.get(campaign)["state"] != "done":
+        assert time.monotonic() < deadline, f"campaign {campaign} did not finish"
+        peak = max([peak, *(row["limit"] for row in store.metrics.lanes())])
+        time.sleep(0.1)
+    state = store.campaigns.get(campaign)
+    return state, state["targeted"] / (state["finished_at"] - state["started_at"]), peak
+
+
 def test_the_next_campaign_of_a_running_worker_is_not_held_back_by_connections_closed_meanwhile(
     stack, sim, vapid_key, webhook_secret, store
 ):
@@ -101,14 +114,7 @@ def test_a_running_workers_lane_grows_again_when_its_push_service_answers_slower
     sim.set_latency(200)
     time.sleep(1.5)  # a quiet moment between two stories
     second = publish(stack.base, webhook_secret, {**STORY, "id": "slower-story"})
-    peak = before
-    deadline = time.monotonic() + 60
-    while store.campaigns.get(second)["state"] != "done":
-        assert time.monotonic() < deadline, "the second campaign did not finish"
-        peak = max([peak, *(row["limit"] for row in store.metrics.lanes())])
-        time.sleep(0.1)
-    state = store.campaigns.get(second)
-    rate = n / (state["finished_at"] - state["started_at"])
+    state, rate, peak = follow(store, second)
     print(f"\nlimit {before} after 10 ms answers, peak {peak} at 200 ms: {rate:,.0f} pushes/s")
     assert state["sent"] == n
     assert peak > 2 * before and rate > 2 * before / 0.2  # a lane stuck at `before` makes before / 0.2 a second
@@ -309,14 +315,7 @@ def test_a_lane_grows_past_the_old_fixed_window_when_answers_are_slow(
     sim.set_latency(latency * 1000)
     stack.start_worker()
     campaign = publish(stack.base, webhook_secret, STORY)
-    peak = 0
-    deadline = time.monotonic() + 60
-    while store.campaigns.get(campaign)["state"] != "done":
-        assert time.monotonic() < deadline, "the campaign did not finish"
-        peak = max([peak, *(row["limit"] for row in store.metrics.lanes())])
-        time.sleep(0.1)
-    state = store.campaigns.get(campaign)
-    rate = n / (state["finished_at"] - state["started_at"])
+    state, rate, peak = follow(store, campaign)
     print(f"\n{latency * 1000:.0f} ms answers: {rate:,.0f} pushes/s, the lane's limit peaked at {peak}")
     assert state["sent"] == n and sim.stats()["delivered"] == n
     assert peak > 200 and rate > 200 / latency
