@@ -309,8 +309,10 @@ class Deployment:
                 cpu_end = cpu
                 break
             if status in ("Z", "X") or time.monotonic() > deadline:
+                counts = {key: value for key, value in (campaigns.get(campaign_id) or {}).items()
+                          if key in ("sent", "failed", "retrying", "errors")}  # fmt: skip
                 raise BenchmarkError(
-                    f"worker stopped (or timed out) with the campaign {state}:\n"
+                    f"worker stopped (or timed out) with the campaign {state} ({counts}):\n"
                     + log_path.read_text(errors="replace")[-3000:]
                 )
             time.sleep(0.01)

@@ -280,7 +280,7 @@ class HttpSender:
                 f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
                 f"Authorization: {self.vapid.authorization(endpoint.origin)}\r\n\r\n"
             ).encode("latin-1") + body
-        push.sent_at = self.lanes.clock()
+        push.sent_at = self.lanes.clock()  # (a failed connect is timed from here)
         connection = push.pool.take_idle(self.loop.time())  # type: ignore[union-attr]
         if connection is None:
             self._open(push)
@@ -315,6 +315,7 @@ class HttpSender:
 
     def _write(self, push: _Push, connection: Connection) -> None:
         began = time.perf_counter()
+        push.sent_at = self.lanes.sent(push.lane)
 
         def answered(status: int, retry_after: str | None, keep_alive: bool, error: BaseException | None) -> None:
             try:

@@ -16,9 +16,12 @@ loop, which is exactly what grows when we do well (a full core). At loopback-lik
 latencies that ratio is noise. Push services, on the other hand, say plainly when they
 want less: 429 / 503 / WNS 406 with `Retry-After`, timeouts, refused connects. AIMD
 reacts to those signals and nothing else; latency and our own CPU only decide whether a
-lane may *grow* (a 2xx counts as "fast" while it is within `latency_tolerance` of the
-lane's recent floor, and no lane grows while the worker's core is already busy), so
-limits stop where more concurrency would no longer buy throughput.
+lane may *grow* (while its cohorts' median latency stays within `latency_tolerance` of
+the lowest recent one, and no lane grows while the worker's core is already busy), so
+limits stop where more concurrency would no longer buy throughput. Latency is judged a
+cohort of requests at a time, never answer by answer (see `_Cohort`): push services'
+answers are spread out, and against the fastest answer seen nearly every answer looks
+slow (a lane stayed near 100 in flight at a 150 ms median, σ 0.5: 0.36× pywebpush).
 
 A concurrency limit alone cannot keep a fast-answering origin under a *rate* limit (at
 40 ms per answer even 5 requests in flight are 125 a second), so a throttled lane also
@@ -119,15 +122,15 @@ class LanePolicy:
         first_contact: requests in flight to an origin that has never answered yet, so a
             dead or hanging one is tried by a few requests, not by a whole limit's worth.
         decrease: the limit is multiplied by this on a throttle or an unreachable origin.
-        latency_tolerance: a 2xx is "fast" (may grow the limit) while its latency is at most
-            this many times the lane's recent floor, plus `latency_slack` seconds.
-        slow_start_tolerance: answers within this many times the floor count as "flat":
-            they grow the limit by one each in slow start (doubling it each round trip) and
-            by a quarter each after it (×1.25 a round trip); slower, but still "fast",
-            answers grow it by one a round trip. Slow start ends at the first cut, or when
-            the fastest answer of a whole round trip is slower than this (HyStart++'s
-            idea, RFC 9406: latency rises a round before anything is dropped, and one
-            round's minimum is not fooled by a single answer delayed in our own loop).
+        latency_tolerance: the limit grows while the median latency of the lane's last
+            cohort (`_Cohort`) is at most this many times the lowest cohort median of the
+            last 10 to 20 seconds (its floor), plus `latency_slack` seconds.
+        slow_start_tolerance: a cohort within this many times the floor is "flat": each 2xx
+            then grows the limit by one in slow start (doubling it each round trip) and by
+            a quarter after it (×1.25 a round trip); a slower but tolerable cohort lets it
+            grow by one a round trip. Slow start ends at the first cut, or once two
+            cohorts in a row are not flat (HyStart++'s idea, RFC 9406: latency rises a
+            round before anything is dropped).
         busy_cpu: no lane grows while the worker uses at least this share of its core
             (smoothed over about a quarter second). Lanes are not slowed down before
             that: more answers per turn of the event loop cost less CPU each, which
@@ -201,6 +204,10 @@ class LanePolicy:
 _CPU_SAMPLE = 0.05
 _CPU_SMOOTHING = 0.5  # weight of the newest sample in the moving average
 _FLOOR_WINDOW = 10.0
+# Cohorts (see `_Cohort`): at least this many requests each; at most this many open at once
+# per lane (an older one, too many of whose requests never settled, is dropped unjudged).
+_COHORT_MIN = 64
+_COHORTS_OPEN = 8
 # Nothing in flight for this long and a lane's next push starts afresh (see `_back_from_idle`):
 # far longer than a gap between two batches of one campaign, far shorter than one between
 # two campaigns.
@@ -216,6 +223,47 @@ class LaneSnapshot:
     limit: int
     in_flight: int
     queued: int
+
+
+class Latency(Enum):
+    """A lane's latency now, against its recent floor: what its last cohort showed."""
+
+    FLAT = "flat"  # within `slow_start_tolerance`: more in flight costs no latency
+    RISEN = "risen"  # within `latency_tolerance`: grow carefully (one a round trip)
+    HIGH = "high"  # beyond it: do not grow
+
+
+class _Cohort:
+    """Requests a lane sent one after another (a limit's worth, at least `_COHORT_MIN`),
+    judged together by their median latency, exactly, as soon as it is known.
+
+    Why cohorts and not single answers: push services' latencies are spread out (a tenth of
+    answers twice the median or slower is ordinary), so one answer compared with the
+    fastest seen says nothing. Why not "the answers that came back first" either: those
+    are the fastest of what was sent, not a sample of it, and how much faster depends on
+    how the sends were spread out (in a model of one lane, the first such judgement after
+    slow start began read a tenth to a third below the true median, so every later one
+    looked slow).
+    A cohort's median is its sample's own: once half its requests are answered within
+    `m` seconds, and its last request went out at least `m` seconds ago, nothing still
+    pending can come in under `m` (every one of them has been out longer than that)."""
+
+    __slots__ = ("known_after", "last", "rtts", "sent", "start")
+
+    def __init__(self, start: float):
+        self.start = self.last = start  # its first and its last send
+        self.sent = 0
+        self.rtts: list[float] = []  # of its answered requests
+        self.known_after = 0.0  # its median is no higher than this (rechecked once it has passed)
+
+    def median(self, now: float) -> float | None:
+        """Its median latency, once it is known (None before)."""
+        half = self.sent // 2 + 1
+        if len(self.rtts) < half or now - self.last < self.known_after:
+            return None
+        self.rtts.sort()
+        self.known_after = self.rtts[half - 1]  # only falls as more answers come in
+        return self.known_after if now - self.last >= self.known_after else None
 
 
 class Lane:
@@ -234,10 +282,16 @@ class Lane:
         self.rate: float | None = None  # pushes a second while pacing, None: not pacing
         self.next_send = 0.0
         self.cut_at = -math.inf  # when the limit was last cut (one cut per window of requests)
+        # the lowest cohort median in this and the last `_FLOOR_WINDOW`
         self.floor_now, self.floor_before, self.floor_since = math.inf, math.inf, -math.inf
-        self.round_left, self.round_min = 0.0, math.inf  # answers left in this round trip, its fastest
+        self.cohorts: deque[_Cohort] = deque()  # open ones, oldest first; the last takes new sends
+        self.latency = Latency.FLAT  # as the last cohort judged it (see `_judge`)
+        self.last_median = math.inf  # that cohort's median latency
+        self.round_left = 0.0  # answers left in this round trip
         self.round_started, self.round_limit, self.round_rate = 0.0, 0.0, 0.0  # when, at what limit, 2xx/s
-        self.plateau = False  # a bigger limit stopped buying more 2xx a second: grow by one a round
+        # a bigger limit stopped buying more 2xx a second (then at this rate): grow by one a
+        # round trip until a round brings a tenth more than that
+        self.plateau: float | None = None
         self.failures = 0  # consecutive unreachable requests
         self.circuit_open_until: float | None = None  # None: circuit closed
         self.open_for = policy.open_for
@@ -475,12 +529,14 @@ class Lanes:
         latency needed (measured with a running worker: 2,687 pushes/s instead of ~4,500).
         After `idle_decay` or more of quiet its limit also halves once for each such
         period, and slow start may regrow it to where it was."""
-        lane.round_left, lane.round_min, lane.round_rate = 0.0, math.inf, 0.0
+        lane.round_left, lane.round_rate = 0.0, 0.0
         lane.round_started, lane.round_limit = now, 0.0
+        lane.cohorts.clear()
         quiet = now - lane.active_at
         if quiet >= _QUIET:
             lane.floor_now, lane.floor_before, lane.floor_since = math.inf, math.inf, now
-            lane.plateau = False
+            lane.plateau = None
+            lane.latency, lane.last_median = Latency.FLAT, math.inf
         periods = int(quiet // self.policy.idle_decay)
         if periods >= 1 and lane.limit > self.policy.initial_limit:
             lane.slow_start_until = max(lane.slow_start_until, lane.limit)
@@ -531,10 +587,11 @@ class Lanes:
             self._unreachable(lane, now)
         else:
             self._answered(lane, now)
+            self._count(lane, sent_at, rtt, now)
             if signal is Signal.FAST:
                 lane.pauses_without_header = 0
                 lane.taken_since += 1
-                self._grow(lane, rtt, now)
+                self._grow(lane, now)
             elif signal is Signal.THROTTLED or signal is Signal.OVERLOADED:
                 self.events[(lane.label, "throttled")] += 1
                 if self._cut(lane, sent_at, now):
@@ -543,35 +600,95 @@ class Lanes:
                     self._pause(lane, retry_after, now)
         self._after_release(lane)
 
-    def _grow(self, lane: Lane, rtt: float, now: float) -> None:
+    def sent(self, lane: Lane) -> float:
+        """A request of `lane` is written now (on a connection already open: a connect's
+        time is not the push service's answer time): its send time, for `settle`'s
+        `sent_at`. It joins the lane's newest cohort, or starts one once that has a
+        limit's worth."""
+        now = self.clock()
+        cohorts = lane.cohorts
+        if not cohorts or (cohorts[-1].sent >= max(lane.limit, _COHORT_MIN) and now > cohorts[-1].last):
+            if len(cohorts) >= _COHORTS_OPEN:
+                cohorts.popleft()
+            cohorts.append(_Cohort(now))
+        cohort = cohorts[-1]
+        cohort.sent += 1
+        cohort.last = now
+        return now
+
+    def _count(self, lane: Lane, sent_at: float, rtt: float, now: float) -> None:
+        """Count an answered request in the cohort it was sent in, and judge every cohort
+        that takes no more sends once its median is known. (A request that got no answer
+        is never counted: it stays pending, which never makes a median known too early;
+        an origin that stops answering is the circuit breaker's.)"""
+        cohorts = lane.cohorts
+        for cohort in reversed(cohorts):
+            if cohort.start <= sent_at:
+                cohort.rtts.append(rtt)
+                break
+        index = 0
+        while index < len(cohorts) - 1:
+            median = cohorts[index].median(now)
+            if median is None:
+                index += 1
+            else:
+                del cohorts[index]
+                self._judge(lane, median, now)
+
+    def _judge(self, lane: Lane, latency: float, now: float) -> None:
+        """A cohort's median latency against the lowest of the recent ones: flat, risen
+        (growth slows to one a round trip) or high (no growth). Slow start ends once two
+        cohorts in a row are not flat (HyStart++'s idea, RFC 9406: latency rises a round
+        before anything is dropped). Why two: the floor is the lowest of many medians of
+        samples, so one cohort in several reads a quarter above it by chance when answers
+        are widely spread (σ = 1: a tenth of them 3.6× the median or slower), and ending
+        slow start is for good; a verdict on growth is redone at the next cohort."""
         if now - lane.floor_since > _FLOOR_WINDOW:
             lane.floor_before, lane.floor_now, lane.floor_since = lane.floor_now, math.inf, now
-        lane.floor_now = min(lane.floor_now, rtt)
-        policy = self.policy
+        lane.floor_now = min(lane.floor_now, latency)
         floor = min(lane.floor_now, lane.floor_before)
+        policy = self.policy
         flat = floor * policy.slow_start_tolerance + policy.latency_slack
+        if latency <= flat:
+            lane.latency = Latency.FLAT
+        else:
+            if lane.last_median > flat:
+                lane.slow_start_until = min(lane.slow_start_until, lane.limit)
+            risen = latency <= floor * policy.latency_tolerance + policy.latency_slack
+            lane.latency = Latency.RISEN if risen else Latency.HIGH
+        lane.last_median = latency
+
+    def _grow(self, lane: Lane, now: float) -> None:
+        policy = self.policy
         slow_start = lane.limit < lane.slow_start_until
-        lane.round_min = min(lane.round_min, rtt)
         lane.round_left -= 1
         if lane.round_left <= 0:  # a round trip's worth of answers
             answers = lane.round_limit or 1.0
             rate = answers / max(now - lane.round_started, 1e-6)
-            # Its fastest answer no longer flat (HyStart++), or the limit grew by a fifth and
-            # the 2xx a second by less than a tenth: more in flight buys nothing any more
-            # (our core, not the push service, is what holds the lane back).
-            slower = slow_start and lane.round_min > flat
-            stalled = lane.limit >= 1.2 * answers and lane.round_rate and rate < 1.1 * lane.round_rate
-            if slower or stalled:
+            if lane.plateau is not None and rate >= 1.1 * lane.plateau:
+                # A tenth more 2xx a second than when growth slowed: that bottleneck has
+                # passed (a burst of TLS handshakes on new connections is one: in a model of
+                # one worker, a plateau set during it kept a lane at 745 in flight for good
+                # and the core 85 % busy).
+                lane.plateau = None
+            elif lane.limit >= 1.2 * answers and lane.round_rate and rate < 1.1 * lane.round_rate:
+                # The limit grew by a fifth and the 2xx a second by less than a tenth: more
+                # in flight buys nothing any more (our core, not the push service, is what
+                # holds the lane back).
                 lane.slow_start_until = min(lane.slow_start_until, lane.limit)
                 slow_start = False
-                lane.plateau = lane.plateau or bool(stalled)
-            lane.round_left, lane.round_min = lane.limit, math.inf
+                if lane.plateau is None:
+                    lane.plateau = rate
+            lane.round_left = lane.limit
             lane.round_started, lane.round_limit, lane.round_rate = now, lane.limit, rate
         if lane.limit >= policy.ceiling or (not lane.waiters and lane.in_flight + 1 < lane.limit):
             return  # the limit is not what holds this lane back
-        if rtt > floor * policy.latency_tolerance + policy.latency_slack or self._busy(now):
+        if lane.latency is Latency.HIGH or self._busy(now):
             return
-        step = (1.0 if slow_start else 0.25) if rtt <= flat and not lane.plateau else 1 / lane.limit
+        if lane.latency is Latency.FLAT and lane.plateau is None:
+            step = 1.0 if slow_start else 0.25
+        else:
+            step = 1 / lane.limit  # one a round trip
         lane.limit = min(policy.ceiling, lane.limit + step)
 
     def _busy(self, now: float) -> bool:
@@ -591,7 +708,7 @@ class Lanes:
         lane.limit = max(1.0, lane.limit * self.policy.decrease)
         lane.slow_start_until = lane.limit
         lane.cut_at = now
-        lane.plateau = False
+        lane.plateau = None
         return True
 
     def _pace(self, lane: Lane, now: float) -> None:
