@@ -67,8 +67,8 @@ class RedisCollector:
         rows = self.store.metrics.lane_rows()
         events = CounterMetricFamily(
             "storypush_lane_events",
-            "Per push-service origin: throttle answers (429/503/406), unreachable requests "
-            "(timeouts, refused connects, resets) and circuits opened.",
+            "Per push-service origin: throttle answers (429/503/406), throttles of one device "
+            "(device_throttled), unreachable requests (timeouts, refused connects, resets) and circuits opened.",
             labels=["origin", "event"],
         )
         states = GaugeMetricFamily(

@@ -27,6 +27,9 @@ READ_TIMEOUT = 10.0
 # A push service's answer is a status line, a few headers and maybe a short JSON error;
 # past this many bytes it is junk, and httptools would keep a header without end in memory.
 MAX_ANSWER_BYTES = 64 * 1024
+# Of an error answer's body, this much is kept for `workers.delivery` to read its JSON
+# "reason" (Apple's 429 says whether it is about one device); the rest is read past.
+ERROR_BODY_KEPT = 512
 # An idle connection older than this is closed rather than used (aiohttp's keep-alive
 # default). A worker's event loop only runs while it has a job, so a connection the push
 # service closed between two campaigns still looks open when the next one starts; and a
@@ -49,6 +52,8 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.answered: Answered | None = None
         self.retry_after: str | None = None
+        self.wns_status: str | None = None  # WNS's X-WNS-Status (e.g. "channelthrottled")
+        self.error_body = b""  # the first ERROR_BODY_KEPT bytes of a 4xx/5xx answer's body
         self.status = 0  # the final answer's status once its headers are in, else 0
         self.received = 0  # bytes of the current answer so far
         self.served = 0  # requests written on it, the current one included
@@ -78,8 +83,11 @@ class Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"retry-after":
+        name = name.lower()
+        if name == b"retry-after":
             self.retry_after = value.decode("latin-1")
+        elif name == b"x-wns-status":
+            self.wns_status = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -89,7 +97,11 @@ class Connection(asyncio.Protocol):
             # An interim answer (103 Early Hints, an unasked 100): RFC 9110 §15.2 says read
             # past it to the final one, forgetting its headers. (A 101 we never asked for
             # is followed by httptools' HttpParserUpgrade: a bad response.)
-            self.retry_after = None
+            self.retry_after = self.wns_status = None
+
+    def on_body(self, body: bytes) -> None:
+        if self.status >= 400 and len(self.error_body) < ERROR_BODY_KEPT:
+            self.error_body = (self.error_body + body)[:ERROR_BODY_KEPT]
 
     def on_message_complete(self) -> None:
         if self.status:
@@ -108,7 +120,8 @@ class Connection(asyncio.Protocol):
         return self.served > 1 and not self.received
 
     def request(self, data: bytes, timeout: float, answered: Answered) -> None:
-        self.retry_after = None
+        self.retry_after = self.wns_status = None
+        self.error_body = b""
         self.status = 0
         self.received = 0
         self.served += 1

@@ -66,6 +66,7 @@ class Signal(Enum):
     ANSWERED = "answered"  # any other answer that is not a throttle: the origin is alive
     OVERLOADED = "overloaded"  # 503 without Retry-After: send less, no pause
     THROTTLED = "throttled"  # 429, WNS 406, 503 with Retry-After: send less and pause
+    DEVICE_THROTTLED = "device_throttled"  # a 429/406 about one subscription: the origin is fine
     UNREACHABLE = "unreachable"  # timeout, refused or failed connect, reset, TLS failure
 
 
@@ -144,6 +145,15 @@ class LanePolicy:
             retry job instead of holding them in the batch.
         default_pause / max_default_pause: a 429 without Retry-After pauses this long,
             doubling on each further 429 without one, up to the maximum.
+        throttle_share: a 429 or 406 *without* Retry-After is taken as the origin's
+            throttle (cut, pause, pace) only while at least this share of the lane's recent
+            answers (an average over the last ~16) were throttles; a lone one among 2xx is
+            most likely about one device (Apple: "too many requests for the same device
+            token"; FCM has per-device rates too), and its push is tried again by itself.
+            Why: one device that answers 429 to every push, among 6,000 subscribers of one
+            push service, kept that push service's lane paused, and 200 of the others were
+            still waiting after 90 s. A push service that throttles everyone answers
+            throttles to most requests, and from the fifth in a row the lane pauses.
         pace_for: a lane paces its sends for this long after its last throttle.
         idle_decay: a lane's limit halves for each whole period of this many seconds it
             was idle (nothing in flight or waiting), down to `initial_limit`, and slow
@@ -170,6 +180,7 @@ class LanePolicy:
     max_pause_wait: float = 5.0
     default_pause: float = 1.0
     max_default_pause: float = 60.0
+    throttle_share: float = 0.25
     pace_for: float = 30.0
     idle_decay: float = 300.0
     max_lanes: int = 1024
@@ -192,6 +203,8 @@ class LanePolicy:
             problems.append("open_for must be positive and at most max_open_for")
         if self.max_pause_wait < 0 or not 0 < self.default_pause <= self.max_default_pause:
             problems.append("pauses must be positive, default_pause at most max_default_pause")
+        if not 0 <= self.throttle_share <= 1:
+            problems.append("throttle_share must be in [0, 1]")
         if self.pace_for <= 0 or self.idle_decay <= 0:
             problems.append("pace_for and idle_decay must be positive")
         if self.max_lanes < 1:
@@ -204,6 +217,7 @@ class LanePolicy:
 _CPU_SAMPLE = 0.05
 _CPU_SMOOTHING = 0.5  # weight of the newest sample in the moving average
 _FLOOR_WINDOW = 10.0
+_SHARE_WEIGHT = 1 / 16  # of the newest answer in a lane's moving share of throttles
 # Cohorts (see `_Cohort`): at least this many requests each; at most this many open at once
 # per lane (an older one, too many of whose requests never settled, is dropped unjudged).
 _COHORT_MIN = 64
@@ -277,6 +291,7 @@ class Lane:
         self.waiters: deque[Waiter] = deque()
         self.paused_until = 0.0
         self.pauses_without_header = 0
+        self.throttles = 0.0  # share of its recent answers that were throttles (moving average)
         self.throttled_at: float | None = None  # the last throttle that cut the limit
         self.taken_since = 0  # pushes the origin took (2xx) since then
         self.rate: float | None = None  # pushes a second while pacing, None: not pacing
@@ -588,17 +603,29 @@ class Lanes:
         else:
             self._answered(lane, now)
             self._count(lane, sent_at, rtt, now)
+            throttled = signal is Signal.THROTTLED or signal is Signal.OVERLOADED
+            lane.throttles += _SHARE_WEIGHT * (throttled - lane.throttles)
             if signal is Signal.FAST:
                 lane.pauses_without_header = 0
                 lane.taken_since += 1
                 self._grow(lane, now)
-            elif signal is Signal.THROTTLED or signal is Signal.OVERLOADED:
+            elif throttled:
                 self.events[(lane.label, "throttled")] += 1
-                if self._cut(lane, sent_at, now):
-                    self._pace(lane, now)
-                if signal is Signal.THROTTLED:
-                    self._pause(lane, retry_after, now)
+                # a lone 429 without Retry-After holds back nothing: see LanePolicy.throttle_share
+                lone = signal is Signal.THROTTLED and retry_after is None
+                if not lone or self.throttling(lane):
+                    if self._cut(lane, sent_at, now):
+                        self._pace(lane, now)
+                    if signal is Signal.THROTTLED:
+                        self._pause(lane, retry_after, now)
+            elif signal is Signal.DEVICE_THROTTLED:
+                self.events[(lane.label, "device_throttled")] += 1
         self._after_release(lane)
+
+    def throttling(self, lane: Lane) -> bool:
+        """Are throttles common among the lane's recent answers (at least
+        `throttle_share`)? Then its push service is throttling us, not one device."""
+        return lane.throttles >= self.policy.throttle_share
 
     def sent(self, lane: Lane) -> float:
         """A request of `lane` is written now (on a connection already open: a connect's

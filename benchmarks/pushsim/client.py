@@ -340,17 +340,29 @@ class PushSimulator:
         self._call("POST", "reset", {"subscribers": subscribers})
 
     def fail(
-        self, token: str, statuses: Sequence[int] | int, *, retry_after: str | int | None = None, always: bool = False
+        self,
+        token: str,
+        statuses: Sequence[int] | int,
+        *,
+        retry_after: str | int | None = None,
+        always: bool = False,
+        reason: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Script the next answers for a token: `fail(t, [429, 429], retry_after="2")`.
 
         With `always=True` the (single) status is answered for every request until changed;
         `fail(t, [])` clears the script. Faulted requests are never recorded as delivered.
+        `reason` is the JSON body's "reason" (default "injected fault"; Apple answers a 429
+        about one device with "TooManyRequests"), `headers` more headers to answer with
+        (WNS: `{"X-WNS-Status": "channelthrottled"}`).
         """
         codes = [statuses] if isinstance(statuses, int) else list(statuses)
         payload: dict[str, Any] = {
             "token": token_of(token),
             "retry_after": None if retry_after is None else str(retry_after),
+            "reason": reason,
+            "headers": headers or {},
         }
         if always:
             if len(codes) != 1:

@@ -55,6 +55,7 @@ TOKEN_BYTES = 105
 URGENCIES = frozenset({"very-low", "low", "normal", "high"})
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,512}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _TTL = re.compile(r"[0-9]{1,10}")
 _REASONS = {
     200: "OK",
@@ -122,6 +123,14 @@ def _json(payload: object, status: int = 200) -> Response:
 
 class ControlError(Exception):
     """A control API call the test got wrong; answered 400 with the message."""
+
+
+def _answer_text(value: object, what: str) -> str:
+    """A header value or error reason a test scripts: printable ASCII on one line."""
+    text = str(value)
+    if not 0 < len(text) <= 200 or not text.isascii() or not text.isprintable():
+        raise ControlError(f"{what} must be 1-200 printable ASCII characters")
+    return text
 
 
 class Listeners(Protocol):
@@ -206,7 +215,7 @@ class PushHandler:
                 assert isinstance(action, int)
                 recorder.reject(token, action, "injected fault", Outcome.FAULTED)
                 extra = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
-                return _error(action, "injected fault", extra)
+                return _error(action, fault.reason, [*extra, *fault.headers])
         throttle = origin.throttle
         if throttle is not None and not throttle.take():
             return self._throttled(origin, token, throttle)
@@ -446,6 +455,14 @@ class PushHandler:
         fault.script.extend(statuses)
         fault.always = None if always is None else int(always)
         fault.retry_after = None if args.get("retry_after") is None else str(args["retry_after"])
+        fault.reason = _answer_text(args.get("reason") or "injected fault", "reason")
+        headers = args.get("headers") or {}
+        if not isinstance(headers, dict) or len(headers) > 8:
+            raise ControlError("headers must be an object of at most 8 headers")
+        for name in headers:
+            if not _HEADER_NAME.fullmatch(str(name)):
+                raise ControlError(f"not a header name: {name!r}")
+        fault.headers = [(str(name), _answer_text(value, name)) for name, value in headers.items()]
         if fault.is_spent():
             del self.faults[token]
         return {}

@@ -35,6 +35,10 @@ class Fault:
     always: int | None = None
     retry_after: str | None = None
     drops: int = 0
+    # what a faulted answer says beyond its status: the JSON body's "reason" (Apple's 429
+    # "TooManyRequests" is about one device) and extra headers (WNS's X-WNS-Status)
+    reason: str = "injected fault"
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     def next_action(self) -> int | str | None:
         """'drop', a status to answer, or None to handle the request normally."""

@@ -29,7 +29,9 @@ CAMPAIGN_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 18
 # Rate buckets outlive the dashboard's one-hour chart by a margin.
 RATE_TTL = 2 * 3600
 NO_ORIGIN = "none"  # outcomes without a push: the subscriber left before the batch ran
-LANE_EVENTS = ("throttled", "unreachable", "circuit_opened")
+# "device_throttled": a 429/406 about one subscription (an Apple device over its quota, a
+# throttled WNS channel), which holds back nothing else on its push service.
+LANE_EVENTS = ("throttled", "device_throttled", "unreachable", "circuit_opened")
 # An origin with lanes in several states (one per worker) shows the worst of them.
 LANE_STATES = ("circuit_open", "probing", "throttled", "open")
 # A worker's lane report older than this is from a worker that stopped sending (or died).
@@ -121,7 +123,8 @@ class MetricsStore:
         pipe.execute()
 
     def record_lane_events(self, events: Mapping[tuple[str, str], int]) -> None:
-        """Add per-origin lane events (throttle answers, unreachable requests, circuits opened)."""
+        """Add per-origin lane events (throttle answers, per-device throttles, unreachable
+        requests, circuits opened)."""
         if not events:
             return
         pipe = self.client.pipeline(transaction=False)
@@ -192,7 +195,8 @@ class MetricsStore:
     def lane_rows(self) -> list[dict[str, Any]]:
         """Per push-service origin: its lanes' state over the workers sending now (`idle` when
         none is), their limits, requests in flight and pushes queued, and since-ever counts
-        of throttle answers, unreachable requests and circuits opened (dashboard and /metrics)."""
+        of throttle answers, per-device throttles, unreachable requests and circuits opened
+        (dashboard and /metrics)."""
         events = self.lane_events()
         live = {row["origin"]: row for row in self.lanes()}
         rows = []

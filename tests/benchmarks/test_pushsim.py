@@ -287,6 +287,19 @@ def test_scripted_429_then_success(sim: PushSimulator, vapid: Vapid02, subscript
     assert (stats["faulted"], stats["delivered"], stats["by_status"]) == (2, 1, {"201": 1, "429": 2})
 
 
+def test_a_scripted_answer_can_say_why_and_carry_headers(
+    sim: PushSimulator, vapid: Vapid02, subscription: dict
+) -> None:
+    """As Apple says a 429 is about one device, and WNS that one channel is throttled."""
+    sim.fail(subscription["endpoint"], [429], reason="TooManyRequests", headers={"X-WNS-Status": "channelthrottled"})
+    answer = post(sim, subscription["endpoint"], encrypt(subscription, b"x"), vapid)
+    assert (answer.status_code, answer.json()["reason"]) == (429, "TooManyRequests")
+    assert answer.headers["X-WNS-Status"] == "channelthrottled"
+    for bad in ({"reason": "two\nlines"}, {"headers": {"Bad Name": "x"}}, {"headers": {"X-A": "é"}}):
+        with pytest.raises(SimulatorError, match="400"):
+            sim.fail(subscription["endpoint"], [429], **bad)
+
+
 @pytest.mark.parametrize("script", [[410], [404], [500, 503], [413], [400], [403]])
 def test_scripted_statuses(sim: PushSimulator, vapid: Vapid02, subscription: dict, script: list[int]) -> None:
     sim.fail(subscription["endpoint"], script)

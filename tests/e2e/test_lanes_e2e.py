@@ -120,6 +120,36 @@ def test_a_running_workers_lane_grows_again_when_its_push_service_answers_slower
     assert peak > 2 * before and rate > 2 * before / 0.2  # a lane stuck at `before` makes before / 0.2 a second
 
 
+def test_devices_over_their_quota_hold_back_no_other_subscriber_of_their_push_service(
+    stack, sim, vapid_key, webhook_secret, store
+):
+    """Three subscriptions whose push service answers a throttle to every push of theirs:
+    one as Apple does for "too many requests for the same device token", one as WNS does
+    for a throttled channel, one with a bare 429. Before, one such subscription kept the
+    lane of its push service paused, and 200 of 6,000 others were still waiting after 90 s.
+    Now the others go out at once, and the three wait for a retry of their own."""
+    n = 3000
+    subscriptions = sim.mint(n, vapid_key.public_bytes)
+    store_all(store, subscriptions)
+    apple, wns, bare = (s["endpoint"] for s in subscriptions[100::1000])
+    sim.fail(apple, 429, always=True, reason="TooManyRequests")
+    sim.fail(wns, 406, always=True, headers={"X-WNS-Status": "channelthrottled"})
+    sim.fail(bare, 429, always=True)
+    stack.start_web()
+    stack.start_worker()
+    began = time.monotonic()
+    campaign = publish(stack.base, webhook_secret, STORY)
+    wait_for(lambda: sim.stats()["delivered"] >= n - 3, 30, "every other push")
+    took = time.monotonic() - began
+    print(f"\n{n - 3} others delivered in {took:.2f}s beside 3 devices over their quota")
+    assert took < 10
+    wait_for(lambda: store.campaigns.get(campaign)["retrying"] == 3, 10, "the three to wait for a retry")
+    assert store.campaigns.get(campaign)["sent"] == n - 3
+    assert [r["status"] for r in sim.rejections()].count(429) == 1 + 2  # the bare one was tried twice
+    wait_for(lambda: store.metrics.lane_events().get(("device_throttled", sim.authorities[0])) == 3, 5, "the report")
+    assert Counter(m.token for m in sim.messages()).most_common(1)[0][1] == 1
+
+
 # -- two push-service origins: one healthy, one misbehaving ------------------------------
 
 

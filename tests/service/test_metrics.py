@@ -114,7 +114,14 @@ def test_push_service_lanes_on_the_dashboard_and_in_metrics(client, store):
         ],
     )
     metrics.report_lanes("worker-gone", [{**lane, "limit": 999}], now=time.time() - 60)
-    metrics.record_lane_events({("fcm", "throttled"): 12, ("apple", "unreachable"): 5, ("apple", "circuit_opened"): 1})
+    metrics.record_lane_events(
+        {
+            ("fcm", "throttled"): 12,
+            ("apple", "unreachable"): 5,
+            ("apple", "circuit_opened"): 1,
+            ("apple", "device_throttled"): 3,
+        }
+    )
     metrics.record_lane_events({("mozilla", "throttled"): 2, ("fcm", "throttled"): 1})
     rows = {row["origin"]: row for row in client.get("/admin/api/overview", headers=BEARER).get_json()["push_services"]}
     assert rows["fcm"] == {
@@ -125,6 +132,7 @@ def test_push_service_lanes_on_the_dashboard_and_in_metrics(client, store):
         "in_flight": 10,
         "queued": 35,
         "throttled": 13,
+        "device_throttled": 0,
         "unreachable": 0,
         "circuit_opened": 0,
     }
@@ -141,4 +149,5 @@ def test_push_service_lanes_on_the_dashboard_and_in_metrics(client, store):
     assert value(samples, "storypush_lane_state", origin="fcm", state="open") == 1
     assert value(samples, "storypush_lane_events_total", origin="fcm", event="throttled") == 13
     assert value(samples, "storypush_lane_events_total", origin="apple", event="circuit_opened") == 1
+    assert value(samples, "storypush_lane_events_total", origin="apple", event="device_throttled") == 3
     assert "worker-gone" not in {k.decode() for k in store.client.hkeys(keys.LANE_REPORTS)}

@@ -16,7 +16,14 @@ from service.retry_after import MAX_RETRY_AFTER
 from service.subscriptions import Subscription
 from service.vapid import b64url_decode
 from tests.helpers import TEST_SUBJECT, BrowserKeys
-from workers.delivery import HttpSender, Outcome, _network_reason, classify
+from workers.delivery import (
+    DEVICE_THROTTLE_DELAY,
+    HttpSender,
+    Outcome,
+    _network_reason,
+    about_one_subscription,
+    classify,
+)
 from workers.lanes import LanePolicy, LaneState, Signal
 from workers.message import PushHeaders
 from workers.webpush import VapidHeaders
@@ -76,9 +83,15 @@ def test_a_long_throttle_defers_that_origin_only_and_costs_no_attempt(sim, vapid
         assert other.messages()[0].json() == {"v": 1}
 
 
-def test_a_short_throttle_is_waited_out_in_the_lane_and_sent_once(sim, sender, vapid_key):
+@pytest.mark.parametrize(
+    "said",
+    [{}, {"headers": {"X-WNS-Status": "channelthrottled"}}, {"reason": "TooManyRequests"}],
+    ids=["bare", "wns-channel", "apple-device"],
+)
+def test_a_short_throttle_is_waited_out_in_the_lane_and_sent_once(sim, sender, vapid_key, said):
+    """With a Retry-After the push service paces the sender, whatever else it says."""
     subscription = _subscription(sim.mint(1, vapid_key.public_bytes)[0])
-    sim.fail(subscription.endpoint, [429], retry_after="1")
+    sim.fail(subscription.endpoint, [429], retry_after="1", **said)
     began = time.monotonic()
     result = _run(sender.send(subscription, b"{}", HEADERS))
     assert result.outcome is Outcome.SENT and time.monotonic() - began >= 0.9
@@ -275,6 +288,54 @@ def test_classify(status, outcome):
 def test_a_throttle_carries_its_retry_after():
     assert classify(429, "30", 0)[0].retry_after == 30
     assert classify(429, "9" * 400, 0)[0].retry_after == MAX_RETRY_AFTER
+
+
+def test_a_throttle_about_one_subscription_is_not_yet_for_it_and_nothing_for_its_lane():
+    assert about_one_subscription("channelthrottled", b"")  # WNS
+    assert about_one_subscription(" ChannelThrottled ", b"")
+    assert about_one_subscription(None, b'{"reason": "TooManyRequests", "timestamp": 1}')  # Apple
+    for body in (b'{"reason": "TooManyProviderTokenUpdates"}', b'{"reason": "TooManyRequests"', b"TooManyRequests",
+                 b'["TooManyRequests"]', b"", b"\xff\xfe"):  # fmt: skip
+        assert not about_one_subscription("received", body), body
+    result, signal = classify(429, None, 0, origin="apple", one_subscription=True)
+    assert signal is Signal.DEVICE_THROTTLED
+    assert (result.outcome, result.reason, result.attempted) == (Outcome.RETRY, "device_throttled", False)
+    assert result.retry_after == DEVICE_THROTTLE_DELAY
+    assert classify(406, "30", 0, one_subscription=True)[0].retry_after == 30  # its own Retry-After
+    assert classify(500, None, 0, one_subscription=True)[1] is Signal.ANSWERED  # only throttles are
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (429, {"reason": "TooManyRequests"}),  # Apple: too many requests for the same device token
+        (406, {"headers": {"X-WNS-Status": "channelthrottled"}}),  # WNS: this channel is throttled
+        (429, {}),  # any push service: the same push throttled again right after its lane's pause
+    ],
+)
+def test_a_device_over_its_quota_holds_back_no_other_subscriber_of_its_push_service(sim, vapid_key, status, said):
+    """Measured before: one subscription answered 429 every time, among 6,000 of one push
+    service, kept its lane paused, and 200 of the others still waited after 90 s."""
+    sender = _sender(vapid_key, [sim.origin.removeprefix("https://")], ceiling=10, initial_limit=1, first_contact=1)
+    over, *others = [_subscription(s) for s in sim.mint(6, vapid_key.public_bytes)]
+    sim.fail(over.endpoint, status, always=True, **said)
+
+    async def scenario():
+        began = time.monotonic()
+        first = asyncio.ensure_future(sender.send(over, b"{}", HEADERS))  # first in line, limit 1
+        rest = await asyncio.gather(*(sender.send(s, b"{}", HEADERS) for s in others))
+        return await first, rest, time.monotonic() - began
+
+    throttled, rest, took = _run(scenario())
+    events = sender.lanes.take_events()
+    sender.close()
+    assert (throttled.outcome, throttled.reason, throttled.attempted) == (Outcome.RETRY, "device_throttled", False)
+    assert throttled.retry_after == DEVICE_THROTTLE_DELAY
+    assert [r.outcome for r in rest] == [Outcome.SENT] * 5 and len(sim.messages()) == 5
+    asked = len(sim.rejections())
+    assert asked == (2 if not said else 1)  # an unknown push service's 429 is tried once more
+    assert took < 1.0  # no pause: the others went out one after another at once
+    assert events[(sim.authorities[0], "device_throttled")] == 1
 
 
 def test_a_retry_after_that_is_not_a_number_still_settles_the_push(sim, sender, vapid_key):

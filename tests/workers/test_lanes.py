@@ -44,6 +44,8 @@ def test_policy_checks_its_values_when_built():
         LanePolicy(open_for=600, max_open_for=300)
     with pytest.raises(ValueError, match="idle_decay"):
         LanePolicy(idle_decay=0)
+    with pytest.raises(ValueError, match="throttle_share"):
+        LanePolicy(throttle_share=1.5)
 
 
 def test_slow_start_doubles_each_round_trip_while_pushes_wait_and_stops_at_the_ceiling():
@@ -311,20 +313,45 @@ def test_pushes_wait_out_a_short_pause_and_a_throttled_push_goes_first():
     run(scenario())
 
 
-def test_a_429_without_retry_after_pauses_a_second_then_longer():
-    lanes, clock = make_lanes(default_pause=1.0, max_default_pause=4.0)
+def test_a_lone_429_without_retry_after_holds_back_nothing_but_common_ones_pause_a_second_then_longer():
+    """A 429 without Retry-After among 2xx is most likely about one device (Apple answers so
+    for "too many requests for the same device token"): no pause, no cut. A push service
+    that throttles everyone answers 429 to most requests: once they are a quarter of the
+    recent answers (the fifth in a row on a lane that had none) the lane pauses, a second,
+    then longer each time."""
+    lanes, clock = make_lanes(default_pause=1.0, max_default_pause=4.0, initial_limit=16, first_contact=16)
     lane = lanes.lane("https://a", "a")
 
     async def scenario():
+        for _ in range(3):  # three devices over their quota, among many 2xx
+            for _ in range(15):
+                assert await lanes.admit(lane) is None
+                lanes.settle(lane, Signal.FAST, rtt=0.01, sent_at=clock())
+            assert await lanes.admit(lane) is None
+            lanes.settle(lane, Signal.THROTTLED, rtt=0.01, sent_at=clock())
+            assert lane.state(clock()) is LaneState.OPEN and lane.limit >= 16
         pauses = []
-        for _ in range(4):
+        for _ in range(8):  # then the push service throttles every request
             assert await lanes.admit(lane, front=True) is None
             lanes.settle(lane, Signal.THROTTLED, rtt=0.01, sent_at=clock())
-            pauses.append(lane.paused_until - clock())
-            clock.now = lane.paused_until
+            pauses.append(lane.paused_until - clock() if lane.paused_until > clock() else 0.0)
+            clock.now = max(clock.now, lane.paused_until)
         return pauses
 
-    assert run(scenario()) == [1.0, 2.0, 4.0, 4.0]
+    assert run(scenario()) == [0.0, 0.0, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]  # a quarter from the third on
+    assert lanes.take_events()[("a", "throttled")] == 11
+
+
+def test_a_lone_429_pauses_at_once_with_the_share_at_zero():
+    lanes, clock = make_lanes(throttle_share=0.0)
+    lane = lanes.lane("https://a", "a")
+
+    async def scenario():
+        assert await lanes.admit(lane) is None
+        lanes.settle(lane, Signal.THROTTLED, rtt=0.01, sent_at=clock())
+
+    run(scenario())
+    assert lane.paused_until - clock() == 1.0
 
 
 def test_the_circuit_opens_after_repeated_failures_and_one_probe_closes_it():

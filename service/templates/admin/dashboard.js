@@ -193,9 +193,9 @@
       : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No workers running."))]);
     fill("push-services", overview.push_services.length ? overview.push_services.map((o) =>
       h("tr", { "data-origin": o.origin }, h("td", {}, h("code", {}, o.origin)), h("td", {}, badge(o.state)),
-        ...["limit", "in_flight", "queued", "throttled", "unreachable", "circuit_opened"].map((k) =>
+        ...["limit", "in_flight", "queued", "throttled", "device_throttled", "unreachable", "circuit_opened"].map((k) =>
           h("td", { class: "num" }, fmt(o[k])))))
-      : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No pushes sent yet."))]);
+      : [h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No pushes sent yet."))]);
     fill("failed-jobs", failed.jobs.length ? failed.jobs.map(failedJobRow)
       : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No failed jobs."))]);
     bars("topics", Object.entries(overview.subscribers.by_topic));
