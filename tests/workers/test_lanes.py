@@ -29,6 +29,16 @@ def run(coro):
     return asyncio.new_event_loop().run_until_complete(coro)
 
 
+def answer_one(lanes: Lanes, lane, signal: Signal, rtt: float = 0.04) -> None:
+    """Take a slot in `lane` and settle it at once with `signal`."""
+
+    async def one() -> None:
+        assert await lanes.admit(lane) is None
+        lanes.settle(lane, signal, rtt=rtt, sent_at=lanes.clock())
+
+    run(one())
+
+
 async def settle_all(lanes: Lanes, lane, signal: Signal, n: int, rtt: float = 0.04, **kwargs) -> None:
     for _ in range(n):
         lanes.settle(lane, signal, rtt=rtt, sent_at=lanes.clock(), **kwargs)
@@ -156,11 +166,10 @@ def test_a_push_service_that_answers_slower_after_a_quiet_moment_lets_the_lane_g
 def test_no_growth_without_demand_or_while_the_core_is_busy():
     lanes, clock = make_lanes(initial_limit=4)
     lane = lanes.lane("https://a", "a")
+    answer_one(lanes, lane, Signal.FAST)
+    assert lane.limit == 4  # one request at a time: the limit is not what holds it back
 
     async def scenario():
-        assert await lanes.admit(lane) is None
-        lanes.settle(lane, Signal.FAST, rtt=0.04, sent_at=clock())
-        assert lane.limit == 4  # one request at a time: the limit is not what holds it back
         waiting = [asyncio.ensure_future(lanes.admit(lane)) for _ in range(200)]
         await asyncio.sleep(0)
 
@@ -345,12 +354,7 @@ def test_a_lone_429_without_retry_after_holds_back_nothing_but_common_ones_pause
 def test_a_lone_429_pauses_at_once_with_the_share_at_zero():
     lanes, clock = make_lanes(throttle_share=0.0)
     lane = lanes.lane("https://a", "a")
-
-    async def scenario():
-        assert await lanes.admit(lane) is None
-        lanes.settle(lane, Signal.THROTTLED, rtt=0.01, sent_at=clock())
-
-    run(scenario())
+    answer_one(lanes, lane, Signal.THROTTLED)
     assert lane.paused_until - clock() == 1.0
 
 
