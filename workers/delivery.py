@@ -41,9 +41,8 @@ logger = logging.getLogger(__name__)
 # A host whose name does not exist counts against its subscriptions only while other
 # origins connect fine (then it is the endpoint that is junk, not our resolver).
 RESOLVER_TRUSTED_FOR = 600.0
-# A push throttled for its own subscription's sake (see `about_one_subscription`) is tried
-# again after the push service's Retry-After, or after this long: a device over its quota
-# gets nothing sooner, and each try costs a request.
+# A push throttled for its own subscription's sake (see `classify`) is tried again after
+# this long: a device over its quota gets nothing sooner, and each try costs a request.
 DEVICE_THROTTLE_DELAY = 60.0
 
 
@@ -125,18 +124,21 @@ def classify(
 ) -> tuple[Result, Signal]:
     """Map a push service's answer to what we do next (RFC 8030 and the services' habits),
     and to what it tells the origin's lane. (`elapsed` and `origin` are carried into the
-    result: it is built once per push.) `one_subscription`: a throttle answer is about
-    this subscription alone (`about_one_subscription`, or the same push throttled again
-    right after its lane's pause): "not yet" for it, nothing for its lane."""
+    result: it is built once per push.) `one_subscription`: the answer names one device or
+    channel (`about_one_subscription`), or repeats this push's throttle while its lane is
+    not being throttled. Without a usable Retry-After that is "not yet" for this push
+    alone and nothing for its lane; with one, the push service is pacing us, the sender
+    (FCM's quota, autopush's "back off", WNS's service-wide 406), whatever else it says."""
     if 200 <= status < 300:
         return Result(Outcome.SENT, "sent", status, None, elapsed, origin=origin), Signal.FAST
     if status in (404, 410):
         return Result(Outcome.EXPIRED, f"http_{status}", status, None, elapsed, origin=origin), Signal.ANSWERED
     delay = parse_retry_after(retry_after, now)
     reason = f"http_{status}"
-    if one_subscription and status in (429, 406):
-        delay = DEVICE_THROTTLE_DELAY if delay is None else delay
-        result = Result(Outcome.RETRY, "device_throttled", status, delay, elapsed, attempted=False, origin=origin)
+    if one_subscription and status in (429, 406) and delay is None:
+        result = Result(
+            Outcome.RETRY, "device_throttled", status, DEVICE_THROTTLE_DELAY, elapsed, attempted=False, origin=origin
+        )
         return result, Signal.DEVICE_THROTTLED
     # 429; WNS's 406; Mozilla autopush's "back off" 503 + Retry-After: throttling, not failure.
     if status in (429, 406) or (status == 503 and delay is not None):
@@ -397,16 +399,10 @@ class HttpSender:
         # subscription answered 429 every time, among 6,000 on one origin, left 200 of the
         # others undelivered after 90 s). While the push service throttles most requests,
         # a repeated throttle is its, and the push keeps its place at the head of the lane.
-        # All of this only without a usable Retry-After: a push service that names a time
-        # to come back is pacing us, the sender (FCM's quota, autopush's "back off", WNS's
-        # service-wide 406), whatever else the answer says.
-        one_subscription = (
-            status in (429, 406)
-            and parse_retry_after(retry_after, self.clock()) is None
-            and (
-                about_one_subscription(connection.wns_status, connection.error_body)
-                or (push.throttled and not self.lanes.throttling(lane))
-            )
+        # (Only without a usable Retry-After: see `classify`.)
+        one_subscription = status in (429, 406) and (
+            about_one_subscription(connection.wns_status, connection.error_body)
+            or (push.throttled and not self.lanes.throttling(lane))
         )
         result, signal = classify(
             status, retry_after, self.clock(), elapsed, lane.label, one_subscription=one_subscription

@@ -301,7 +301,8 @@ def test_a_throttle_about_one_subscription_is_not_yet_for_it_and_nothing_for_its
     assert signal is Signal.DEVICE_THROTTLED
     assert (result.outcome, result.reason, result.attempted) == (Outcome.RETRY, "device_throttled", False)
     assert result.retry_after == DEVICE_THROTTLE_DELAY
-    assert classify(406, "30", 0, one_subscription=True)[0].retry_after == 30  # its own Retry-After
+    paced, signal = classify(406, "30", 0, one_subscription=True)  # a Retry-After: the service paces us
+    assert paced.retry_after == 30 and signal is Signal.THROTTLED
     assert classify(500, None, 0, one_subscription=True)[1] is Signal.ANSWERED  # only throttles are
 
 
