@@ -24,6 +24,7 @@ from workers.delivery import (
     about_one_subscription,
     classify,
 )
+from workers.http1 import SESSION_REFRESH, ResumingContext, default_ssl_context
 from workers.lanes import LanePolicy, LaneState, Signal
 from workers.message import PushHeaders
 from workers.webpush import VapidHeaders
@@ -146,6 +147,104 @@ def test_connections_are_kept_alive_and_vapid_signed_once(sim, sender, vapid_key
     [pool] = sender._pools.values()
     [lane] = list(sender.lanes)
     assert 1 <= len(pool.idle) <= lane.limit  # kept for reuse, never more than the lane's limit
+
+
+def _resumed(pool) -> list[bool]:
+    return [c.transport.get_extra_info("ssl_object").session_reused for c in pool.idle]
+
+
+def test_new_connections_resume_the_tls_session_an_earlier_one_to_that_host_was_given(sim, vapid_key):
+    sender = _sender(vapid_key, [sim.origin.removeprefix("https://")], initial_limit=40, first_contact=1)
+    subs = [_subscription(s) for s in sim.mint(41, vapid_key.public_bytes)]
+    sim.set_latency(100)  # the 40 after the first are all in flight at once: 40 connections
+
+    async def scenario():
+        first = await sender.send(subs[0], b"{}", HEADERS)  # a full handshake; its answer brings a ticket
+        return [first, *await asyncio.gather(*(sender.send(s, b"{}", HEADERS) for s in subs[1:]))]
+
+    results = _run(scenario())
+    [pool] = sender._pools.values()
+    resumed = _resumed(pool)
+    sender.close()
+    assert [r.outcome for r in results] == [Outcome.SENT] * 41
+    assert len(resumed) >= 40 and resumed.count(False) == 1  # only the first one's was a full handshake
+    assert len(sim.messages()) == 41
+
+
+def test_a_tls_session_is_offered_only_to_the_host_name_it_was_made_with(sim, vapid_key):
+    """The simulator's certificate names both 127.0.0.1 and localhost: the same server, but a
+    session made with one name must not stand in for checking the certificate for another."""
+    port = sim.origin.rsplit(":", 1)[1]
+    sender = _sender(vapid_key, [f"127.0.0.1:{port}", f"localhost:{port}"])
+    [data] = sim.mint(1, vapid_key.public_bytes)
+    by_ip = _subscription(data)
+    by_name = Subscription(by_ip.endpoint.replace("127.0.0.1", "localhost"), by_ip.p256dh, by_ip.auth)
+
+    results, resumed = [], []
+    for sub in (by_ip, by_ip, by_name, by_name):  # each on a new connection
+        results.append(_run(sender.send(sub, b"{}", HEADERS)))
+        [pool] = [sender._pools[origin] for origin in sender._pools if sub.endpoint.startswith(origin + "/")]
+        resumed += _resumed(pool)
+        pool.close()
+    sender.close()
+    # (Answered, all four: as localhost the simulator refuses the VAPID audience with a 401.)
+    assert [r.status for r in results] == [201, 201, 401, 401]
+    assert resumed == [False, True, False, True]
+    assert set(sender.ssl_context.sessions) == {"127.0.0.1", "localhost"}
+
+
+class _Session:
+    has_ticket = True
+
+
+class _Transport:
+    """Just what `ResumingContext.remember` reads of a transport, counting the reads."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def get_extra_info(self, name):
+        assert name == "ssl_object"
+        self.reads += 1
+        return type("SSLObject", (), {"session": _Session()})()
+
+
+def test_tickets_are_kept_for_the_most_recent_hosts_and_read_once_a_refresh_period():
+    context = ResumingContext(max_hosts=2)
+    transport = _Transport()
+    context.remember("a.example", transport, now=0.0)
+    context.remember("a.example", transport, now=SESSION_REFRESH - 1)  # not read again yet
+    assert transport.reads == 1
+    context.remember("a.example", transport, now=SESSION_REFRESH)
+    assert transport.reads == 2
+    context.remember("b.example", transport, now=SESSION_REFRESH)
+    context.remember("c.example", transport, now=SESSION_REFRESH)
+    assert list(context.sessions) == ["b.example", "c.example"]
+
+
+def test_a_push_service_whose_certificate_we_do_not_trust_gets_nothing(sim, vapid_key):
+    with PushSimulator() as stranger:  # its own CA, which SSL_CERT_FILE does not name
+        sender = _sender(vapid_key, [stranger.origin.removeprefix("https://")])
+        sub = _subscription(stranger.mint(1, vapid_key.public_bytes)[0])
+        result = _run(sender.send(sub, b"{}", HEADERS))
+        sender.close()
+        assert (result.outcome, result.reason) == (Outcome.RETRY, "tls_error")
+        assert stranger.messages() == []
+
+
+def test_the_sender_checks_certificates_as_the_standard_library_s_default_context_does():
+    ours, theirs = default_ssl_context(), ssl.create_default_context()
+    assert (ours.verify_mode, ours.check_hostname, ours.verify_flags) == (
+        theirs.verify_mode,
+        theirs.check_hostname,
+        theirs.verify_flags,
+    )
+    assert (ours.protocol, ours.options, ours.minimum_version) == (
+        theirs.protocol,
+        theirs.options,
+        theirs.minimum_version,
+    )
+    assert ours.cert_store_stats() == theirs.cert_store_stats()
 
 
 def _bug_once(real):
