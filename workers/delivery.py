@@ -155,6 +155,7 @@ class _Push:
     a connection until it is answered."""
 
     __slots__ = (
+        "admitted_at",
         "callback",
         "done",
         "endpoint",
@@ -190,7 +191,7 @@ class _Push:
         self.request: bytes | None = None
         self.resent = False  # sent again after a kept-alive connection turned out closed
         self.throttled = False  # throttled once already, then sent again after its lane's pause
-        self.sent_at = 0.0
+        self.sent_at = self.admitted_at = 0.0
         self.done = False  # granted or deferred by its lane (the `Waiter` protocol)
         self.holding = False  # holds a slot of its lane, to give back once
         self.finished = False  # its callback has had its result
@@ -319,7 +320,7 @@ class HttpSender:
                 f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
                 f"Authorization: {self.vapid.authorization(endpoint.origin)}\r\n\r\n"
             ).encode("latin-1") + body
-        push.sent_at = self.lanes.clock()  # (a failed connect is timed from here)
+        push.sent_at = push.admitted_at = self.lanes.clock()  # (a failed connect is timed from here)
         connection = push.pool.take_idle(self.loop.time())  # type: ignore[union-attr]
         if connection is None:
             self._open(push)
@@ -418,7 +419,9 @@ class HttpSender:
         """Give `push`'s slot back with what its request told about the origin."""
         if push.holding:
             push.holding = False
-            self.lanes.settle(push.lane, signal, rtt=rtt, sent_at=push.sent_at, retry_after=retry_after)
+            self.lanes.settle(
+                push.lane, signal, rtt=rtt, sent_at=push.sent_at, retry_after=retry_after, admitted_at=push.admitted_at
+            )
 
     def _release(self, push: _Push) -> None:
         """Give `push`'s slot back unused: nothing was sent."""

@@ -217,6 +217,7 @@ class LanePolicy:
 _CPU_SAMPLE = 0.05
 _CPU_SMOOTHING = 0.5  # weight of the newest sample in the moving average
 _FLOOR_WINDOW = 10.0
+_PACE_SAMPLE = 1.0  # seconds of 2xx counted, at least, before a throttled lane sets its pace
 _SHARE_WEIGHT = 1 / 16  # of the newest answer in a lane's moving share of throttles
 # Cohorts (see `_Cohort`): at least this many requests each; at most this many open at once
 # per lane (an older one, too many of whose requests never settled, is dropped unjudged).
@@ -583,22 +584,35 @@ class Lanes:
     # -- what the answers say ----------------------------------------------------------
 
     def settle(
-        self, lane: Lane, signal: Signal, *, rtt: float, sent_at: float, retry_after: float | None = None
+        self,
+        lane: Lane,
+        signal: Signal,
+        *,
+        rtt: float,
+        sent_at: float,
+        retry_after: float | None = None,
+        admitted_at: float | None = None,
     ) -> None:
         """Give the slot back and adapt the lane to what its push service answered.
 
         Args:
             rtt: seconds from the request written to its answer (or failure).
-            sent_at: `clock()` when the request was written: a window of requests sent
-                before the last cut is not cut for again.
+            sent_at: `clock()` when the request was written (its latency cohort).
             retry_after: seconds the push service asked for (THROTTLED only).
+            admitted_at: `clock()` when its slot was taken (default `sent_at`): a window
+                of requests admitted before the last cut is not cut for again, however
+                late their connections opened. Why not the write: at a new origin the
+                first window's requests wait for their TLS connections, and those written
+                after the first 429 came back had counted as new congestion events, each
+                with its own few-pushes-over-a-tenth-of-a-second guess at the origin's rate.
         """
         now = lane.active_at = self.clock()
         lane.in_flight -= 1
         self.in_flight -= 1
+        window = sent_at if admitted_at is None else admitted_at
         if signal is Signal.UNREACHABLE:
             self.events[(lane.label, "unreachable")] += 1
-            self._cut(lane, sent_at, now)
+            self._cut(lane, window, now)
             self._unreachable(lane, now)
         else:
             self._answered(lane, now)
@@ -614,7 +628,7 @@ class Lanes:
                 # a lone 429 without Retry-After holds back nothing: see LanePolicy.throttle_share
                 lone = signal is Signal.THROTTLED and retry_after is None
                 if not lone or self.throttling(lane):
-                    if self._cut(lane, sent_at, now):
+                    if self._cut(lane, window, now):
                         self._pace(lane, now)
                     if signal is Signal.THROTTLED:
                         self._pause(lane, retry_after, now)
@@ -739,10 +753,17 @@ class Lanes:
         return True
 
     def _pace(self, lane: Lane, now: float) -> None:
-        """A new throttle: pace at what the origin took since the previous one (at least one
-        push a second), never faster than the pace it just refused."""
+        """A new throttle: pace at what the origin took since an earlier one (at least one
+        push a second), never faster than the pace it just refused. The count runs over
+        at least `_PACE_SAMPLE`: the pace only ever falls to a guess and creeps back up
+        by one push a second per second, and a guess from a few pushes over a tenth of a
+        second is noise (2 pushes in 0.07 s read as 28 a second from an origin that took
+        50: its 1,000 pushes then took 27–37 s instead of 20)."""
         if lane.throttled_at is not None:
-            taken = max(1.0, lane.taken_since / max(now - lane.throttled_at, 1e-3))
+            elapsed = now - lane.throttled_at
+            if elapsed < _PACE_SAMPLE:
+                return  # keep counting from the earlier throttle
+            taken = max(1.0, lane.taken_since / elapsed)
             lane.rate = taken if lane.rate is None else min(lane.rate, taken)
         lane.throttled_at, lane.taken_since = now, 0
 

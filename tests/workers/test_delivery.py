@@ -222,6 +222,22 @@ def test_tickets_are_kept_for_the_most_recent_hosts_and_read_once_a_refresh_peri
     assert list(context.sessions) == ["b.example", "c.example"]
 
 
+def test_a_push_is_settled_with_when_its_slot_was_taken_as_well_as_when_it_was_written(sim, sender, vapid_key):
+    """(A throttle's congestion window is told by the first: see `Lanes.settle`.)"""
+    sub = _subscription(sim.mint(1, vapid_key.public_bytes)[0])
+    settled = []
+    real = sender.lanes.settle
+
+    def spy(lane, signal, **kwargs):
+        settled.append(kwargs)
+        real(lane, signal, **kwargs)
+
+    sender.lanes.settle = spy
+    assert _run(sender.send(sub, b"{}", HEADERS)).outcome is Outcome.SENT
+    [kwargs] = settled
+    assert 0 < kwargs["admitted_at"] < kwargs["sent_at"]  # its connection was opened in between
+
+
 def test_a_push_service_whose_certificate_we_do_not_trust_gets_nothing(sim, vapid_key):
     with PushSimulator() as stranger:  # its own CA, which SSL_CERT_FILE does not name
         sender = _sender(vapid_key, [stranger.origin.removeprefix("https://")])

@@ -573,6 +573,58 @@ def test_a_throttled_lane_paces_itself_at_what_the_origin_took_and_creeps_up():
     run(scenario())
 
 
+def test_a_request_admitted_before_the_cut_is_of_that_window_however_late_it_was_written():
+    """At a new origin the first window waits for its TLS connections: a request written
+    after the first 429 came back, but admitted before it, is the same congestion event."""
+    lanes, clock = make_lanes(initial_limit=8, first_contact=8, max_pause_wait=5.0)
+    lane = lanes.lane("https://a", "a")
+
+    async def scenario():
+        admitted = clock()
+        for _ in range(8):
+            assert await lanes.admit(lane) is None
+        clock.now += 0.05
+        lanes.settle(lane, Signal.THROTTLED, rtt=0.05, sent_at=admitted, retry_after=1.0)
+        assert lane.limit == 4
+        clock.now += 0.05  # written once its connection was open, after the cut
+        lanes.settle(lane, Signal.THROTTLED, rtt=0.05, sent_at=clock() - 0.01, retry_after=1.0, admitted_at=admitted)
+        assert lane.limit == 4  # not cut again
+        lanes.settle(lane, Signal.THROTTLED, rtt=0.05, sent_at=clock() - 0.01, retry_after=1.0)
+        assert lane.limit == 2  # (admitted when written: a new window)
+
+    run(scenario())
+
+
+def test_a_throttled_lane_learns_its_pace_over_at_least_a_second():
+    """Throttles closer together than that keep counting from the earlier one: two pushes in
+    0.07 s are no measure of an origin that takes 50 a second."""
+    lanes, clock = make_lanes(initial_limit=100, first_contact=100, max_pause_wait=5.0)
+    lane = lanes.lane("https://a", "a")
+
+    async def throttle() -> None:
+        assert await lanes.admit(lane) is None
+        lanes.settle(lane, Signal.THROTTLED, rtt=0.01, sent_at=clock(), retry_after=1.0)
+
+    async def taken(n: int) -> None:
+        lane.paused_until = 0.0  # (taken by a request written before the pause, or after it)
+        for _ in range(n):
+            assert await lanes.admit(lane) is None
+            lanes.settle(lane, Signal.FAST, rtt=0.01, sent_at=clock())
+
+    async def scenario():
+        await throttle()
+        clock.now += 0.07
+        await taken(2)
+        await throttle()  # 0.07 s later: too soon to say
+        assert lane.rate is None
+        clock.now += 1.0
+        await taken(48)
+        await throttle()  # 50 taken over 1.07 s since the first
+        assert lane.rate == pytest.approx(50 / 1.07)
+
+    run(scenario())
+
+
 def test_growth_slows_once_a_bigger_limit_buys_no_more_answers_a_second_and_speeds_up_once_it_does():
     """Slow start doubles the limit each round trip while the 2xx a second follow; when a
     round with a fifth more in flight answers no faster, the worker (not the push service)
