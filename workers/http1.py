@@ -233,16 +233,16 @@ class Pool:
 
 class ResumingContext(ssl.SSLContext):
     """A client context that resumes TLS sessions: each new connection to a host offers
-    the session ticket its last connection there was given (RFC 8446 §2.2).
+    the session ticket an earlier connection there was given (RFC 8446 §2.2).
 
     Why: a worker opens a connection per request in flight, about a thousand to one push
-    service in its first second, and handshakes were a tenth of a new worker's CPU. The
-    handshake alone cost 554 µs of CPU here, 204 µs resumed (no certificate chain and
-    signature to check); a whole new connection through `Pool` 731–815 µs against
-    521–628 µs (four runs each, 1,000 connections at once). The push service decides whether to resume (else it
-    is a full handshake, nothing lost); a resumed session is only offered to the host name
-    whose certificate it was made with. (One ticket offered by many connections lets the
-    server link them: all of them are ours and signed with our VAPID key anyway.)
+    service in its first second, and handshakes were a tenth of a new worker's CPU. A new
+    connection through `Pool` cost 717 µs of CPU, 566 µs resumed (medians of four rounds
+    of 1,000 at once, `python -m benchmarks.connections`); the handshake alone 554 against
+    204 µs (no certificate chain and signature to check). The push service decides whether
+    to resume (else it is a full handshake, nothing lost); a session is only offered to the
+    host name whose certificate it was made with. (One ticket offered by many connections
+    lets the server link them: all of them are ours, signed with our VAPID key anyway.)
     `max_hosts` bounds the tickets kept, as push endpoints name their own hosts.
     """
 
