@@ -12,8 +12,17 @@ from pathlib import Path
 import redis
 
 from service.embedded_redis import ensure_embedded_redis
+from service.subscriptions import Subscription
+from service.vapid import b64url_decode
 
 _TOKEN_CHARS = string.ascii_letters + string.digits + "-_"
+
+
+def subscription_of(minted: dict, topics: tuple[str, ...] = ()) -> Subscription:
+    """A browser's `PushSubscription.toJSON()` (as the simulator mints them) as stored."""
+    keys = minted["keys"]
+    return Subscription(minted["endpoint"], b64url_decode(keys["p256dh"]), b64url_decode(keys["auth"]), topics)
+
 
 # The README's example story, as the CMS sends it: what the benchmarks publish
 # and the tests' usual story.

@@ -27,10 +27,10 @@ import time
 
 import uvloop
 
+from benchmarks.common import subscription_of
 from benchmarks.pushsim import PushSimulator
 from benchmarks.pushsim.crypto import public_bytes
 from service.subscriptions import Subscription
-from service.vapid import b64url_decode
 from workers.delivery import HttpSender, Outcome
 from workers.http1 import default_ssl_context
 from workers.lanes import LanePolicy
@@ -39,14 +39,6 @@ from workers.webpush import VapidHeaders
 
 HEADERS = PushHeaders(ttl=60, urgency="normal", topic="A" * 32)
 SENDER_CPU, SIM_CPU = 1, 0
-
-
-def _subscriptions(sim: PushSimulator, n: int, server_key: bytes) -> list[Subscription]:
-    minted = sim.mint(n, server_key)
-    return [
-        Subscription(s["endpoint"], b64url_decode(s["keys"]["p256dh"]), b64url_decode(s["keys"]["auth"]))
-        for s in minted
-    ]
 
 
 async def _one_round(sender: HttpSender, subscriptions: list[Subscription]) -> tuple[float, float, int]:
@@ -84,7 +76,7 @@ def measure(connections: int, rounds: int, latency_ms: float) -> dict[str, list[
     per_connection: dict[str, list[float]] = {"full handshake": [], "resumed": []}
     with PushSimulator(latency_ms=latency_ms, cpu=SIM_CPU, verify="sample:5") as sim:
         os.environ["SSL_CERT_FILE"] = sim.ca_file  # trusted as the worker trusts it
-        subscriptions = _subscriptions(sim, connections, public_bytes(key.public_key()))
+        subscriptions = [subscription_of(s) for s in sim.mint(connections, public_bytes(key.public_key()))]
         host = sim.origin.removeprefix("https://")
         policy = LanePolicy(initial_limit=connections, first_contact=connections, ceiling=connections)
         for round_ in range(rounds):

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from benchmarks.common import WALRUS_STORY
+from benchmarks.common import WALRUS_STORY, subscription_of
 
 SUBJECT = "mailto:bench@publisher.example.org"
 SIM_CPU, SENDER_CPU = 0, 1
@@ -232,13 +232,9 @@ class Deployment:
 
     def store_subscriptions(self, subscriptions: list[dict[str, Any]], topics: tuple[str, ...] = ("animals",)) -> None:
         """Bulk setup (not timed): the same record the API's upsert writes."""
-        from service.subscriptions import Subscription
-        from service.vapid import b64url_decode
-
         upsert = self.store.subscriptions.upsert
         for item in subscriptions:
-            keys = item["keys"]
-            upsert(Subscription(item["endpoint"], b64url_decode(keys["p256dh"]), b64url_decode(keys["auth"]), topics))
+            upsert(subscription_of(item, topics))
 
     def publish(self, story_id: str, topics: tuple[str, ...] = ("animals",)) -> str:
         """POST a signed `story.published` to the real webhook; the campaign id it answers."""

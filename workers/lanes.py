@@ -293,7 +293,7 @@ class Lane:
         self.paused_until = 0.0
         self.pauses_without_header = 0
         self.throttles = 0.0  # share of its recent answers that were throttles (moving average)
-        self.throttled_at: float | None = None  # the last throttle that cut the limit
+        self.throttled_at: float | None = None  # the throttle its pace is counted from (see `_pace`)
         self.taken_since = 0  # pushes the origin took (2xx) since then
         self.rate: float | None = None  # pushes a second while pacing, None: not pacing
         self.next_send = 0.0
